@@ -1,0 +1,108 @@
+"""Configuration of SS-CXR, a ViT for chest radiographs pretrained with group-masked model learning (GMML).
+
+This file is copied to the Hugging Face Hub as remote code: it imports only transformers and huggingface_hub.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+
+@strict
+class SpcxrConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`SpcxrModel`] and its heads. The defaults are ViT-S/16 on 224×224 single-channel radiographs,
+    the backbone published as `spcxr/vit-s`.
+
+    Args:
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: transformer size (ViT-S: 384, 12, 6, 1536).
+        hidden_act: activation of the MLP blocks.
+        hidden_dropout_prob, attention_probs_dropout_prob: dropout inside the blocks.
+        drop_path_rate: stochastic depth, linearly increasing over the blocks (used when fine-tuning).
+        initializer_range: std of the truncated-normal initialisation.
+        layer_norm_eps: LayerNorm epsilon (1e-6 as in timm/DeiT, so converted checkpoints match exactly).
+        image_size, patch_size, num_channels: input geometry; radiographs have one channel.
+        qkv_bias: bias on the fused query/key/value projection.
+        classifier_pooling: `"cls"` (the CLS token) or `"mean"` (mean of the patch tokens) for classification.
+        mask_ratio: GMML's upper bound p on the corrupted-area fraction; each image draws U[min(0.5, p), p].
+        mask_fill: GMML corruption fill, `"noise"` (N(0, 1) in the normalised image) or `"zeros"`.
+        reconstruction_layers: 1-based blocks whose outputs are averaged for the reconstruction head.
+        reconstruction_masked_only: L1 reconstruction loss over corrupted pixels only (GMML) or over all pixels.
+        segmentation_feature_size: channel width of the UNETR decoder.
+        segmentation_skip_layers: 1-based blocks feeding the UNETR skip connections (the final output is always used).
+        segmentation_dice_weight: weight of the soft-Dice term added to cross-entropy for segmentation.
+    """
+
+    model_type = "spcxr"
+
+    hidden_size: int = 384
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 6
+    intermediate_size: int = 1536
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-6
+    image_size: int = 224
+    patch_size: int = 16
+    num_channels: int = 1
+    qkv_bias: bool = True
+    classifier_pooling: str = "cls"
+    mask_ratio: float = 0.75
+    mask_fill: str = "noise"
+    reconstruction_layers: list[int] | tuple[int, ...] = (6, 8, 10, 12)
+    reconstruction_masked_only: bool = True
+    segmentation_feature_size: int = 16
+    segmentation_skip_layers: list[int] | tuple[int, ...] = (3, 6, 9)
+    segmentation_dice_weight: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        # JSON turns tuples into lists; keep one representation so configs compare equal after a round trip.
+        self.reconstruction_layers = list(self.reconstruction_layers)
+        self.segmentation_skip_layers = list(self.segmentation_skip_layers)
+        super().__post_init__(**kwargs)
+
+    def validate_geometry(self):
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size",
+                     "patch_size", "num_channels", "segmentation_feature_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"SpcxrConfig.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"SpcxrConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"SpcxrConfig.image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
+            )
+
+    def validate_probabilities(self):
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"SpcxrConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.mask_ratio <= 1.0:
+            raise ValueError(f"SpcxrConfig.mask_ratio must be in (0, 1], got {self.mask_ratio}")
+
+    def validate_choices(self):
+        if self.classifier_pooling not in ("cls", "mean"):
+            raise ValueError(f"SpcxrConfig.classifier_pooling must be 'cls' or 'mean', got {self.classifier_pooling!r}")
+        if self.mask_fill not in ("noise", "zeros"):
+            raise ValueError(f"SpcxrConfig.mask_fill must be 'noise' or 'zeros', got {self.mask_fill!r}")
+
+    def validate_layer_indices(self):
+        for name in ("reconstruction_layers", "segmentation_skip_layers"):
+            layers = list(getattr(self, name))
+            if not layers or any(not 1 <= i <= self.num_hidden_layers for i in layers):
+                raise ValueError(
+                    f"SpcxrConfig.{name} must list blocks between 1 and num_hidden_layers "
+                    f"({self.num_hidden_layers}), got {layers}"
+                )
+        if len(self.segmentation_skip_layers) != 3:
+            raise ValueError(
+                f"SpcxrConfig.segmentation_skip_layers must name 3 blocks (UNETR), got {list(self.segmentation_skip_layers)}"
+            )
+
+
+__all__ = ["SpcxrConfig"]

@@ -1,0 +1,139 @@
+"""Image processor of SS-CXR: any radiograph → (1, H, W) normalised float tensor.
+
+This file is copied to the Hugging Face Hub as remote code together with `imaging.py`; it imports nothing else of
+the project.
+
+Policy (documented so results are reproducible):
+1. Decoding (`imaging.load_image`): PIL images of any mode, numpy arrays, file paths (PNG/JPEG/TIFF/BMP, 16-bit
+   PNG, DICOM with modality/VOI LUT and MONOCHROME1 inversion) → float32 (H, W) in [0, 1].
+2. Resizing to `size` (224×224 by default), `resize_mode`:
+   - `"pad"` (default): scale the longer side to the target, keep the aspect ratio, centre on a black (air)
+     canvas. Non-square films keep their anatomy's proportions; masks are cropped back in post-processing.
+   - `"stretch"`: plain resize to the target, as most CXR pipelines do.
+   Resampling is bicubic with antialiasing (Pillow), so a 3000-pixel film and its 224-pixel version agree.
+3. Normalisation: `(x - image_mean) / image_std` with mean 0.5 and std 0.25 by default, which brings typical
+   radiographs near zero mean and unit variance (GMML fills corrupted areas with N(0, 1) in this space).
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+
+from .imaging import DEFAULT_MAX_PIXELS, load_image
+
+
+def letterbox_geometry(height: int, width: int, target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where an (height, width) image lands inside `target` under `resize_mode="pad"`: (top, left, new_h, new_w)."""
+    scale = min(target[0] / height, target[1] / width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    return (target[0] - new_h) // 2, (target[1] - new_w) // 2, new_h, new_w
+
+
+def resize_array(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape == (height, width):
+        return image
+    resized = Image.fromarray(image.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BICUBIC)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+class SpcxrImageProcessor(BaseImageProcessor):
+    r"""Turns radiographs into `pixel_values` of shape (B, 1, H, W) for SS-CXR models (see the module docstring).
+
+    Args:
+        do_resize: resize to `size`.
+        size: `{"height": int, "width": int}`.
+        resize_mode: `"pad"` (keep aspect ratio, letterbox) or `"stretch"`.
+        do_normalize, image_mean, image_std: `(x - mean) / std` on the [0, 1] image.
+        max_pixels: images with more pixels are rejected before decoding (decompression-bomb guard).
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(
+        self,
+        do_resize: bool = True,
+        size: dict[str, int] | None = None,
+        resize_mode: str = "pad",
+        do_normalize: bool = True,
+        image_mean: float | Sequence[float] = 0.5,
+        image_std: float | Sequence[float] = 0.25,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if resize_mode not in ("pad", "stretch"):
+            raise ValueError(f"SpcxrImageProcessor.resize_mode must be 'pad' or 'stretch', got {resize_mode!r}")
+        self.do_resize = do_resize
+        self.size = dict(size) if size is not None else {"height": 224, "width": 224}
+        self.resize_mode = resize_mode
+        self.do_normalize = do_normalize
+        self.image_mean = [float(image_mean)] if np.isscalar(image_mean) else [float(v) for v in image_mean]
+        self.image_std = [float(image_std)] if np.isscalar(image_std) else [float(v) for v in image_std]
+        self.max_pixels = int(max_pixels)
+
+    def to_model_size(self, image: np.ndarray, size: dict[str, int], resize_mode: str) -> np.ndarray:
+        target = (size["height"], size["width"])
+        if resize_mode == "stretch":
+            return resize_array(image, *target)
+        top, left, new_h, new_w = letterbox_geometry(*image.shape, target)
+        canvas = np.zeros(target, dtype=np.float32)
+        canvas[top : top + new_h, left : left + new_w] = resize_array(image, new_h, new_w)
+        return canvas
+
+    def preprocess(
+        self,
+        images,
+        do_resize: bool | None = None,
+        size: dict[str, int] | None = None,
+        resize_mode: str | None = None,
+        do_normalize: bool | None = None,
+        image_mean: float | Sequence[float] | None = None,
+        image_std: float | Sequence[float] | None = None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """images: one image or a list (PIL, numpy, torch, path, bytes). Returns `pixel_values` (B, 1, H, W)."""
+        do_resize = self.do_resize if do_resize is None else do_resize
+        size = self.size if size is None else size
+        resize_mode = self.resize_mode if resize_mode is None else resize_mode
+        do_normalize = self.do_normalize if do_normalize is None else do_normalize
+        mean = np.asarray(self.image_mean if image_mean is None else image_mean, dtype=np.float32).reshape(-1)[0]
+        std = np.asarray(self.image_std if image_std is None else image_std, dtype=np.float32).reshape(-1)[0]
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        arrays = []
+        for image in images:
+            array = load_image(image, max_pixels=self.max_pixels)
+            if do_resize:
+                array = self.to_model_size(array, size, resize_mode)
+            if do_normalize:
+                array = (array - mean) / std
+            arrays.append(array[None].astype(np.float32))
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(f"images have different sizes {sorted(shapes)}; enable do_resize to batch them")
+        return BatchFeature(data={"pixel_values": np.stack(arrays)}, tensor_type=return_tensors)
+
+    def post_process_semantic_segmentation(self, outputs, target_sizes: Sequence[tuple[int, int]] | None = None):
+        """Class-id masks: a list of (H, W) long tensors, at `target_sizes` (the original images' sizes) when given,
+        undoing the letterbox of `resize_mode="pad"`; otherwise at the model's input size."""
+        logits = outputs.logits if hasattr(outputs, "logits") else outputs["logits"]
+        if target_sizes is None:
+            return list(logits.argmax(dim=1))
+        if len(target_sizes) != len(logits):
+            raise ValueError(f"got {len(target_sizes)} target_sizes for a batch of {len(logits)}")
+        masks = []
+        for item, (height, width) in zip(logits, target_sizes):
+            if self.resize_mode == "pad" and self.do_resize:
+                top, left, new_h, new_w = letterbox_geometry(int(height), int(width), tuple(item.shape[-2:]))
+                item = item[:, top : top + new_h, left : left + new_w]
+            item = F.interpolate(item[None].float(), size=(int(height), int(width)), mode="bilinear", align_corners=False)
+            masks.append(item[0].argmax(dim=0))
+        return masks
+
+
+__all__ = ["SpcxrImageProcessor"]

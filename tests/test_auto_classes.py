@@ -1,0 +1,136 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config_kwargs
+from hub_cache import publish_to_cache
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForMaskedImageModeling,
+    AutoModelForSemanticSegmentation,
+)
+
+import spcxr_hub
+from spcxr_hub import (
+    SpcxrConfig,
+    SpcxrForImageClassification,
+    SpcxrForMaskedImageModeling,
+    SpcxrForSemanticSegmentation,
+    SpcxrImageProcessor,
+    SpcxrModel,
+)
+from spcxr_hub.saving import save_model_directory
+
+# Run in a child process where `import spcxr_hub` fails, as on a machine that only has transformers.
+WITHOUT_PROJECT = "import sys; sys.modules['spcxr_hub'] = None\n"
+
+
+def saved(tmp_path, model_class=SpcxrForImageClassification, name="model", **overrides):
+    config = SpcxrConfig(**tiny_config_kwargs(id2label={0: "normal", 1: "pneumonia"}, **overrides))
+    torch.manual_seed(0)
+    return save_model_directory(tmp_path / name, model_class(config).eval(), SpcxrImageProcessor(size={"height": 64, "width": 64}))
+
+
+def run_python(code, env=None, cwd=None):
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    "auto_class, model_class",
+    [(AutoModel, SpcxrModel), (AutoModelForImageClassification, SpcxrForImageClassification),
+     (AutoModelForSemanticSegmentation, SpcxrForSemanticSegmentation),
+     (AutoModelForMaskedImageModeling, SpcxrForMaskedImageModeling)],
+)
+def test_importing_the_package_registers_every_auto_class(auto_class, model_class):
+    config = SpcxrConfig(**tiny_config_kwargs())
+    assert isinstance(AutoConfig.for_model("spcxr"), SpcxrConfig)
+    assert type(auto_class.from_config(config)) is model_class
+
+
+def test_auto_image_processor_loads_the_saved_processor(tmp_path):
+    directory = saved(tmp_path)
+    processor = AutoImageProcessor.from_pretrained(directory)
+    assert type(processor) is SpcxrImageProcessor and processor.size == {"height": 64, "width": 64}
+
+
+def test_save_writes_an_auto_map_for_every_auto_class_and_the_code(tmp_path):
+    directory = saved(tmp_path)
+    auto_map = json.loads((directory / "config.json").read_text())["auto_map"]
+    assert set(auto_map) >= {"AutoConfig", "AutoModel", "AutoModelForImageClassification",
+                             "AutoModelForSemanticSegmentation", "AutoImageProcessor"}
+    processor_map = json.loads((directory / "preprocessor_config.json").read_text())["auto_map"]
+    assert processor_map["AutoImageProcessor"].endswith("SpcxrImageProcessor")
+    for name in ("configuration_spcxr.py", "modeling_spcxr.py", "image_processing_spcxr.py", "imaging.py"):
+        assert (directory / name).is_file(), name
+    assert (directory / "model.safetensors").is_file()
+
+
+def test_remote_code_loads_every_head_where_the_project_is_not_importable(tmp_path):
+    backbone = saved(tmp_path, SpcxrModel, "backbone")
+    classifier = saved(tmp_path, SpcxrForImageClassification, "classifier")
+    segmenter = saved(tmp_path, SpcxrForSemanticSegmentation, "segmenter")
+    with torch.no_grad():
+        expected = SpcxrForImageClassification.from_pretrained(classifier)(torch.ones(1, 1, 64, 64)).logits
+    out = run_python(
+        WITHOUT_PROJECT
+        + "import torch\n"
+        + "from transformers import AutoModel, AutoModelForImageClassification, AutoModelForSemanticSegmentation, AutoImageProcessor\n"
+        + f"b = AutoModel.from_pretrained({str(backbone)!r}, trust_remote_code=True)\n"
+        + f"c = AutoModelForImageClassification.from_pretrained({str(classifier)!r}, trust_remote_code=True)\n"
+        + f"s = AutoModelForSemanticSegmentation.from_pretrained({str(segmenter)!r}, trust_remote_code=True)\n"
+        + f"p = AutoImageProcessor.from_pretrained({str(classifier)!r}, trust_remote_code=True)\n"
+        + "assert all(type(m).__module__.startswith('transformers_modules') for m in (b, c, s, p))\n"
+        + "print(c(torch.ones(1, 1, 64, 64)).logits.tolist())\n"
+        + "print(s(p(torch.zeros(50, 70).numpy(), return_tensors='pt')['pixel_values']).logits.shape)\n"
+    )
+    lines = out.strip().splitlines()
+    np.testing.assert_allclose(json.loads(lines[0]), expected.tolist(), atol=1e-6)
+    assert lines[1] == "torch.Size([1, 2, 64, 64])"
+
+
+def test_hub_id_resolves_through_the_offline_hugging_face_cache(tmp_path):
+    cache = tmp_path / "hub"
+    publish_to_cache(saved(tmp_path, SpcxrModel, "backbone"), spcxr_hub.BACKBONE_REPO_ID, cache)
+    out = run_python(
+        "import spcxr_hub\nfrom transformers import AutoModel\n"
+        "m = AutoModel.from_pretrained('spcxr/vit-s')\nprint(type(m).__name__, m.config.hidden_size)\n",
+        env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.split() == ["SpcxrModel", "32"]
+
+
+def test_unknown_hub_id_fails_at_once_offline(tmp_path):
+    with pytest.raises(OSError):
+        AutoModel.from_pretrained("spcxr/does-not-exist", cache_dir=tmp_path)
+
+
+def test_failed_save_leaves_no_directory(tmp_path):
+    class Broken(SpcxrImageProcessor):
+        def save_pretrained(self, *args, **kwargs):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        save_model_directory(tmp_path / "out", SpcxrModel(SpcxrConfig(**tiny_config_kwargs())), Broken())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_refuses_to_overwrite_a_non_empty_directory(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="out"):
+        save_model_directory(tmp_path / "out", SpcxrModel(SpcxrConfig(**tiny_config_kwargs())))
+    assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
