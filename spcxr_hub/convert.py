@@ -1,0 +1,128 @@
+"""Convert timm/DeiT/DINO-style ViT checkpoints (the layout of the official GMML and SiT releases) to `SpcxrModel`.
+
+A 3-channel patch embedding becomes a 1-channel one by summing its weights over the colour channels: a grayscale
+image replicated to RGB then gives exactly the same patch tokens.
+"""
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .configuration_spcxr import SpcxrConfig
+from .modeling_spcxr import SpcxrModel
+
+# Wrappers seen around the backbone in released checkpoints (DDP, DINO/GMML student/teacher, SiT).
+CHECKPOINT_SUBDICTS = ("state_dict", "model", "student", "teacher", "module")
+KEY_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
+RENAMES = (
+    (r"^cls_token$", "embeddings.cls_token"),
+    (r"^pos_embed$", "embeddings.position_embeddings"),
+    (r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
+    (r"^blocks\.(\d+)\.norm1\.", r"layers.\1.norm1."),
+    (r"^blocks\.(\d+)\.norm2\.", r"layers.\1.norm2."),
+    (r"^blocks\.(\d+)\.attn\.qkv\.", r"layers.\1.attention.qkv."),
+    (r"^blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attention.proj."),
+    (r"^blocks\.(\d+)\.mlp\.fc([12])\.", r"layers.\1.mlp.fc\2."),
+    (r"^norm\.", "layernorm."),
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be converted; the message names the file or key and what was expected."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file, or of a `.pth` file loaded with `weights_only=True` (never unpickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return unwrap_state_dict(load_file(path), source=str(path))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"{path}: not loadable with weights_only=True (expected a state dict of tensors; convert it to "
+            f"safetensors in a trusted environment): {str(error).splitlines()[0]}"
+        ) from error
+    return unwrap_state_dict(checkpoint, source=str(path))
+
+
+def unwrap_state_dict(checkpoint: dict, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Finds the ViT state dict inside a training checkpoint and strips wrapper prefixes."""
+    for key in CHECKPOINT_SUBDICTS:
+        if isinstance(checkpoint.get(key), dict) and any(torch.is_tensor(v) or isinstance(v, dict) for v in checkpoint[key].values()):
+            checkpoint = checkpoint[key]
+            break
+    state_dict = {}
+    for key, value in checkpoint.items():
+        if not torch.is_tensor(value):
+            continue
+        for prefix in KEY_PREFIXES:
+            key = key.removeprefix(prefix)
+        state_dict[key] = value
+    if "patch_embed.proj.weight" not in state_dict:
+        raise CheckpointError(f"{source}: no 'patch_embed.proj.weight' found (expected a timm/DeiT-style ViT state dict)")
+    return state_dict
+
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor], **overrides) -> SpcxrConfig:
+    """Infers the architecture (width, depth, MLP size, patch, image size) from tensor shapes; heads = width / 64."""
+    hidden, _, patch, _ = state_dict["patch_embed.proj.weight"].shape
+    depth = 1 + max(int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k)))
+    grid = int(round((state_dict["pos_embed"].shape[1] - 1) ** 0.5))
+    fields = dict(
+        hidden_size=hidden,
+        num_hidden_layers=depth,
+        num_attention_heads=max(1, hidden // 64),
+        intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
+        patch_size=patch,
+        image_size=grid * patch,
+        qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
+        reconstruction_layers=[i for i in (6, 8, 10, 12) if i <= depth] or [depth],
+        segmentation_skip_layers=[max(1, depth * k // 4) for k in (1, 2, 3)],
+    )
+    fields.update(overrides)
+    return SpcxrConfig(**fields)
+
+
+def convert_state_dict(state_dict: dict[str, torch.Tensor], config: SpcxrConfig) -> dict[str, torch.Tensor]:
+    """Renames timm keys to `SpcxrModel` keys, adapts the input channels and the position-embedding grid.
+    Keys without a counterpart (classifier heads, DINO projection heads) are dropped."""
+    converted = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in RENAMES:
+            if re.search(pattern, key):
+                converted[re.sub(pattern, replacement, key)] = value
+                break
+    weight_key = "embeddings.patch_embeddings.projection.weight"
+    weight = converted[weight_key]
+    if weight.shape[1] != config.num_channels:
+        if config.num_channels != 1:
+            raise CheckpointError(f"{weight_key}: cannot adapt {weight.shape[1]} input channels to {config.num_channels}")
+        converted[weight_key] = weight.sum(dim=1, keepdim=True)
+    position = converted["embeddings.position_embeddings"]
+    grid = config.image_size // config.patch_size
+    if position.shape[1] != grid * grid + 1:
+        old = int(round((position.shape[1] - 1) ** 0.5))
+        patches = position[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
+        patches = F.interpolate(patches.float(), size=(grid, grid), mode="bicubic", align_corners=False)
+        converted["embeddings.position_embeddings"] = torch.cat(
+            [position[:, :1], patches.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(position.dtype)], dim=1
+        )
+    return converted
+
+
+def convert_vit_checkpoint(source: str | Path | dict, **config_overrides) -> SpcxrModel:
+    """A checkpoint path or state dict → `SpcxrModel` with every backbone weight loaded (strict)."""
+    state_dict = read_checkpoint(source) if isinstance(source, (str, Path)) else unwrap_state_dict(source)
+    config = config_from_state_dict(state_dict, **config_overrides)
+    model = SpcxrModel(config)
+    missing, unexpected = model.load_state_dict(convert_state_dict(state_dict, config), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint does not fit SpcxrModel: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()
