@@ -82,8 +82,8 @@ class SpcxrConfig(PreTrainedConfig):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"SpcxrConfig.{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0.0 < self.mask_ratio <= 1.0:
-            raise ValueError(f"SpcxrConfig.mask_ratio must be in (0, 1], got {self.mask_ratio}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"SpcxrConfig.mask_ratio must be in (0, 1), got {self.mask_ratio}")
 
     def validate_choices(self):
         if self.classifier_pooling not in ("cls", "mean"):

@@ -285,13 +285,21 @@ def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 def gmml_reconstruction_loss(
     reconstruction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, masked_only: bool = True
 ) -> torch.Tensor:
-    """L1 between reconstruction and clean target, averaged over corrupted pixels (mask True) only — GMML's loss —
-    or over all pixels. An empty mask gives a zero that still carries gradient."""
-    difference = (reconstruction - target).abs()
+    """GMML's loss: L1 between reconstruction and clean target averaged over the corrupted pixels only (mask True,
+    (B, 1, H, W) broadcasting over channels), or over all pixels. Computed in at least float32; an empty mask gives
+    a zero that is still connected to the graph, never NaN."""
+    if reconstruction.shape != target.shape:
+        raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target {tuple(target.shape)} differ in shape")
+    dtype = torch.promote_types(torch.promote_types(reconstruction.dtype, target.dtype), torch.float32)
+    error = (reconstruction.to(dtype) - target.to(dtype)).abs()
     if mask is None or not masked_only:
-        return difference.mean()
-    weight = mask.expand_as(difference).to(difference.dtype)
-    return (difference * weight).sum() / weight.sum().clamp_min(1.0)
+        return error.mean()
+    mask = mask if mask.dtype == torch.bool else mask != 0
+    if torch.broadcast_shapes(mask.shape, error.shape) != error.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} does not broadcast to {tuple(error.shape)}")
+    mask = mask.expand_as(error)
+    total = torch.where(mask, error, torch.zeros((), dtype=dtype, device=error.device)).sum()
+    return total / mask.sum().clamp_min(1).to(dtype)
 
 
 class SpcxrReconstructionHead(nn.Module):
