@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from .configuration_spcxr import SpcxrConfig
+from .hookspecs import hookimpl
 from .image_processing_spcxr import SpcxrImageProcessor
 from .modeling_spcxr import (
     SpcxrForImageClassification,
@@ -22,6 +23,7 @@ from .modeling_spcxr import (
     SpcxrModel,
     SpcxrPreTrainedModel,
 )
+from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, CardText, FinetuneDefaults, Task, TaskError
 
 __version__ = "0.1.0"
 BACKBONE_REPO_ID = "spcxr/vit-s"
@@ -36,6 +38,14 @@ AutoImageProcessor.register(SpcxrConfig, slow_image_processor_class=SpcxrImagePr
 SpcxrImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
+    "hookimpl",
+    "Task",
+    "TaskError",
+    "CardText",
+    "FinetuneDefaults",
+    "SINGLE_LABEL",
+    "MULTI_LABEL",
+    "SEGMENTATION",
     "BACKBONE_REPO_ID",
     "SpcxrConfig",
     "SpcxrImageProcessor",

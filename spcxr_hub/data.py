@@ -1,0 +1,160 @@
+"""Loading a task's data from a local folder in the dataset's native layout or from a Hugging Face dataset id.
+
+The helpers here are the shared reading code of the plugins: file checks with errors that name the missing file,
+label look-ups that name the offending file or line, and the Hub path (`datasets.load_dataset`).
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .imaging import ImageDecodeError, load_image
+from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
+
+
+class LayoutError(ValueError):
+    """A folder that is not in the layout a task expects; the message names the missing or malformed file."""
+
+
+class UnknownLabelError(ValueError):
+    """A label in the data that the task does not know; the message names the file (and line) it came from."""
+
+
+def require(root: Path, *parts: str, layout: str) -> Path:
+    """`root/parts…`, or a LayoutError naming it and the layout it belongs to."""
+    path = Path(root).joinpath(*parts)
+    if not path.exists():
+        raise LayoutError(f"{path}: missing (expected the {layout} layout under {root})")
+    return path
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty, stripped lines of a text file."""
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def label_index(labels: Sequence[str], name: str, where: str) -> int:
+    """Index of `name` in `labels` (case-insensitive), or an UnknownLabelError naming `where`."""
+    lowered = [label.lower() for label in labels]
+    if name.lower() not in lowered:
+        raise UnknownLabelError(f"{where}: label {name!r} is not one of the task's labels {', '.join(labels)}")
+    return lowered.index(name.lower())
+
+
+def check_split(task: Task, split: str) -> None:
+    if split not in task.splits:
+        raise ValueError(f"task {task.name!r} has no split {split!r}; its splits: {', '.join(task.splits)}")
+
+
+def load_records(task: Task, source: str | Path, split: str) -> Sequence[dict]:
+    """Records (`{"image": …, "label": …}`, see `spcxr_hub.tasks`) of one split.
+
+    `source` is a local folder in the task's native layout, or a Hugging Face dataset id loaded with
+    `datasets.load_dataset` (columns renamed by `task.hub_columns`; string labels mapped to the task's labels).
+    """
+    if Path(source).exists():
+        check_split(task, split)
+        if not Path(source).is_dir():
+            raise LayoutError(f"{source}: expected a folder in the {task.name} dataset's native layout")
+        records = task.read_folder(Path(source), split)
+        if not records:
+            raise LayoutError(f"{source}: no images found for split {split!r} of task {task.name!r}")
+        return records
+    return load_hub_records(task, str(source), split)
+
+
+def load_hub_records(task: Task, dataset_id: str, split: str):
+    import datasets  # heavy: only when a Hub dataset is asked for
+
+    try:
+        dataset = datasets.load_dataset(dataset_id, split=split)
+    except Exception as error:
+        raise LayoutError(
+            f"{dataset_id}: neither a local folder nor a loadable Hugging Face dataset "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
+    renames = {old: new for old, new in task.hub_columns.items() if old in dataset.column_names and old != new}
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    for column in ("image", "label"):
+        if column not in dataset.column_names:
+            raise LayoutError(
+                f"{dataset_id}: no {column!r} column (columns: {', '.join(dataset.column_names)}); "
+                f"map one with the task's hub_columns"
+            )
+    if task.kind == SINGLE_LABEL:
+        names = getattr(dataset.features["label"], "names", None)  # a ClassLabel column stores indices
+        if names:
+            dataset = dataset.cast_column("label", datasets.Value("int64"))
+
+        def to_index(example):
+            name = names[example["label"]] if names else str(example["label"])
+            name = task.hub_label_names.get(name, name)
+            return {"label": label_index(task.labels, name, f"{dataset_id} ({split})")}
+
+        dataset = dataset.map(to_index)
+    elif task.kind == MULTI_LABEL and len(dataset[0]["label"]) != len(task.labels):
+        raise LayoutError(f"{dataset_id}: label has {len(dataset[0]['label'])} entries, task has {len(task.labels)} labels")
+    elif task.kind == SEGMENTATION and dataset[0]["label"] is None:
+        raise LayoutError(f"{dataset_id}: empty mask column")
+    return dataset
+
+
+def load_mask(label) -> "np.ndarray":
+    """A segmentation record's label → bool (H, W) foreground mask. The label is a mask image (path or array) or a
+    list of them whose union is the mask (Montgomery ships left and right lung masks separately)."""
+    parts = label if isinstance(label, (list, tuple)) else [label]
+    masks = [load_image(part) > 0.5 for part in parts]
+    return np.logical_or.reduce(masks)
+
+
+class TaskDataset(torch.utils.data.Dataset):
+    """Records → model inputs: `pixel_values` (1, H, W) through the image processor, and `labels`: a class index
+    (single-label), a float multi-hot vector (multi-label) or an (H, W) class-id mask placed exactly as the image.
+
+    `transform(image, mask, index)` (training augmentation) maps a decoded float image and mask before the
+    processor. An image that
+    fails to decode is skipped (counted in `skipped`) unless `strict`, when its error propagates."""
+
+    def __init__(self, records, task: Task, processor, *, transform=None, strict: bool = False):
+        self.records, self.task, self.processor = records, task, processor
+        self.transform, self.strict = transform, strict
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        record = self.records[index]
+        try:
+            image = load_image(record["image"], max_pixels=self.processor.max_pixels)
+            mask = load_mask(record["label"]) if self.task.kind == SEGMENTATION else None
+        except ImageDecodeError as error:
+            if self.strict:
+                raise
+            self.skipped.append(str(error))
+            return None
+        if mask is not None and mask.shape != image.shape:
+            raise LayoutError(f"{record['label']}: mask is {mask.shape[1]}x{mask.shape[0]}, image is {image.shape[1]}x{image.shape[0]}")
+        if self.transform is not None:
+            image, mask = self.transform(image, mask, index)
+        pixel_values = self.processor(image, return_tensors="pt")["pixel_values"][0]
+        if self.task.kind == SEGMENTATION:
+            size = (pixel_values.shape[-2], pixel_values.shape[-1])
+            placed = self.processor.to_model_size(mask.astype(np.float32), {"height": size[0], "width": size[1]}, self.processor.resize_mode)
+            labels = torch.from_numpy(placed > 0.5).long()
+        elif self.task.kind == MULTI_LABEL:
+            labels = torch.tensor(record["label"], dtype=torch.float32)
+        else:
+            labels = torch.tensor(int(record["label"]))
+        return {"pixel_values": pixel_values, "labels": labels, "index": index}
+
+
+def collate(items: list) -> dict | None:
+    """Stacks a batch, dropping the items that failed to decode."""
+    items = [item for item in items if item is not None]
+    if not items:
+        return None
+    return {key: torch.stack([torch.as_tensor(item[key]) for item in items]) for key in items[0]}

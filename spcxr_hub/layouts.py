@@ -1,0 +1,88 @@
+"""Generic native-layout helpers for task plugins (public API, next to `spcxr_hub.data`).
+
+Reading: numbered lines of a list file, the images of one folder, `{split}/{CLASS}/*` class folders, and the
+documented deterministic train/test split of datasets that ship none. Writing: a synthetic dataset from the phantom
+generator, one image per planned file. Every reading helper raises `spcxr_hub.data.LayoutError` naming the missing
+file or folder, and `UnknownLabelError` naming a class folder the task does not know.
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import synthetic
+from .data import LayoutError, UnknownLabelError, require
+from .imaging import IMAGE_SUFFIXES
+
+SPLITS_BY_HOLDOUT = ("train", "test")
+
+
+def numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """`(line number, stripped line)` of the non-empty lines of a text file; numbers count from 1 as editors do."""
+    lines = Path(path).read_text().splitlines()
+    return [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
+
+
+def list_images(root: Path, *folder: str, pattern: str, layout: str) -> list[Path]:
+    """Sorted files matching `pattern` in `root/folder…`; a LayoutError names the folder if it is missing or holds
+    no such file."""
+    directory = require(root, *folder, layout=layout)
+    files = sorted(path for path in directory.glob(pattern) if path.is_file())
+    if not files:
+        raise LayoutError(f"{directory}: no {pattern} files (expected the {layout} layout under {root})")
+    return files
+
+
+def class_folders(root: Path, split: str, folders: Sequence[str], *, layout: str) -> list[tuple[Path, str]]:
+    """`(image, folder name)` for every image of `root/split/<FOLDER>/`, the ImageFolder layout, sorted.
+
+    Each of `folders` must exist (a LayoutError names the first one missing); another sub-folder is a class the task
+    does not know (UnknownLabelError naming it), except hidden ones and archive debris such as `__MACOSX`. Hidden
+    files and non-image files (`.DS_Store`, `Thumbs.db`) are ignored.
+    """
+    split_dir = require(root, split, layout=layout)
+    for child in sorted(split_dir.iterdir()):
+        if child.is_dir() and not child.name.startswith((".", "__")) and child.name not in folders:
+            raise UnknownLabelError(f"{child}: class folder {child.name!r} is not one of {', '.join(folders)}")
+    found = []
+    for name in folders:
+        class_dir = require(root, split, name, layout=layout)
+        found += [(path, name) for path in sorted(class_dir.iterdir())
+                  if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES]
+    return found
+
+
+def holdout_split(items: Sequence, split: str, *, test_every: int = 5) -> list:
+    """The deterministic split of a dataset that ships none: items in the given (sorted) order, every
+    `test_every`-th one (`index % test_every == test_every - 1`) is `test`, the others `train`."""
+    if split not in SPLITS_BY_HOLDOUT:
+        raise ValueError(f"split must be one of {', '.join(SPLITS_BY_HOLDOUT)}, got {split!r}")
+    wanted = split == "test"
+    return [item for index, item in enumerate(items) if (index % test_every == test_every - 1) == wanted]
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The phantom seed of the `index`-th image of a synthetic dataset made with `seed` (distinct per pair)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def write_phantoms(
+    root: Path,
+    plan: Iterable[tuple[str, Sequence[str]]],
+    seed: int,
+    *,
+    size: int | tuple[int, int] = 128,
+    write: Callable[[Path, np.ndarray], object] = synthetic.write_png8,
+) -> list[synthetic.Phantom]:
+    """Draws one phantom radiograph per `(relative path, findings)` of `plan` and writes it under `root` with
+    `write(path, image)` (default: 8-bit PNG). Returns the phantoms, in plan order, so a writer can also save their
+    masks or list their labels. The same arguments give the same files."""
+    phantoms = []
+    for index, (relative, findings) in enumerate(plan):
+        phantom = synthetic.generate(image_seed(seed, index), size, findings)
+        path = Path(root) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path, phantom.image)
+        phantoms.append(phantom)
+    return phantoms
