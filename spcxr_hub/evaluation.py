@@ -1,0 +1,136 @@
+"""Evaluating a model on a task: predictions over a split, the task's `evaluate` metric modules, JSON and plots.
+
+Evaluating on another source than the training one is the paper's drift evaluation; nothing else is needed.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import TaskDataset, collate, load_mask
+from .saving import atomic_file
+from .tasks import MULTI_LABEL, SEGMENTATION, Task
+
+
+class LabelMismatchError(ValueError):
+    """A model whose labels are not the task's."""
+
+
+def check_model_labels(model, task: Task, source: str) -> None:
+    labels = [model.config.id2label[i] for i in sorted(model.config.id2label)]
+    if [label.lower() for label in labels] != [label.lower() for label in task.labels]:
+        raise LabelMismatchError(f"{source}: model labels {labels} do not match task {task.name!r} labels {list(task.labels)}")
+
+
+@torch.no_grad()
+def predict(model, processor, task: Task, records, *, batch_size: int = 16, strict: bool = False, progress: bool = True):
+    """Runs the model over records. Returns a dict with `indices` (of the records that decoded), `scores`
+    (probabilities: (N, K) for classification; per-image (K, H, W) at the original size for segmentation) and the
+    list of skipped files."""
+    dataset = TaskDataset(records, task, processor, strict=strict)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    model.eval()
+    indices, scores = [], []
+    for batch in tqdm(loader, desc=f"evaluate {task.name}", disable=not progress, unit="batch"):
+        if batch is None:
+            continue
+        logits = model(pixel_values=batch["pixel_values"]).logits.float()
+        indices.extend(batch["index"].tolist())
+        if task.kind == SEGMENTATION:
+            for index, item in zip(batch["index"].tolist(), logits):
+                height, width = load_mask(records[index]["label"]).shape
+                scores.append(original_size_probabilities(processor, item, height, width))
+        elif task.kind == MULTI_LABEL:
+            scores.extend(torch.sigmoid(logits).numpy())
+        else:
+            scores.extend(torch.softmax(logits, dim=-1).numpy())
+    return {"indices": indices, "scores": scores, "skipped": dataset.skipped}
+
+
+def original_size_probabilities(processor, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Class probabilities of one image mapped back onto its original pixels (undoing resize and letterbox)."""
+    from .image_processing_spcxr import letterbox_geometry
+
+    if processor.do_resize and processor.resize_mode == "pad":
+        top, left, new_h, new_w = letterbox_geometry(height, width, tuple(logits.shape[-2:]))
+        logits = logits[:, top : top + new_h, left : left + new_w]
+    logits = torch.nn.functional.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)
+    return logits[0].softmax(dim=0).numpy()
+
+
+def metric_inputs(task: Task, records, predictions) -> dict:
+    """The arguments the task's metric modules take (see docs/plugins.md)."""
+    indices, scores = predictions["indices"], predictions["scores"]
+    if task.kind == SEGMENTATION:
+        return {
+            "predictions": [score.argmax(axis=0).astype(np.int8).ravel() for score in scores],
+            "references": [load_mask(records[i]["label"]).astype(np.int8).ravel() for i in indices],
+        }
+    references = [records[i]["label"] for i in indices]
+    if task.kind == MULTI_LABEL:
+        return {
+            "predictions": [(s > 0.5).astype(int).tolist() for s in scores],
+            "references": [[int(v) for v in r] for r in references],
+            "prediction_scores": [s.tolist() for s in scores],
+        }
+    return {
+        "predictions": [int(s.argmax()) for s in scores],
+        "references": [int(r) for r in references],
+        "prediction_scores": [s.tolist() for s in scores],
+    }
+
+
+def compute_metrics(task: Task, inputs: dict) -> dict:
+    import evaluate  # heavy: only when metrics are computed
+
+    results = {}
+    for module in task.metrics:
+        results.update(evaluate.load(str(module)).compute(**inputs))
+    return results
+
+
+def evaluate_model(model, processor, task: Task, records, output_dir: Path, *, split: str, source: str,
+                   batch_size: int = 16, strict: bool = False, progress: bool = True) -> dict:
+    """Predictions → metrics → `output_dir/metrics.json` and plots. Returns the JSON's content."""
+    predictions = predict(model, processor, task, records, batch_size=batch_size, strict=strict, progress=progress)
+    if not predictions["indices"]:
+        raise ValueError(f"{source}: no image of split {split!r} could be decoded")
+    inputs = metric_inputs(task, records, predictions)
+    report = {
+        "task": task.name,
+        "split": split,
+        "source": str(source),
+        "num_images": len(predictions["indices"]),
+        "num_skipped": len(predictions["skipped"]),
+        "skipped": predictions["skipped"],
+        "metrics": to_json(compute_metrics(task, inputs)),
+    }
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from . import plots  # matplotlib: only when plots are drawn
+
+    if task.kind == SEGMENTATION:
+        plots.mask_overlays(records, predictions, output_dir / "mask_overlays.png")
+    else:
+        plots.confusion_matrix(task, inputs, output_dir / "confusion_matrix.png")
+        plots.roc_curves(task, inputs, output_dir / "roc_curve.png")
+    with atomic_file(output_dir / "metrics.json") as staging:
+        staging.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def to_json(value):
+    """Metric results → plain JSON (numpy scalars to floats, NaN to null)."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [to_json(v) for v in value]
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    return value

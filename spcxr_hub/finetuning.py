@@ -1,0 +1,275 @@
+"""Fine-tuning a backbone on a task (DeiT/BEiT recipe: AdamW, layer-wise lr decay, warm-up, cosine, drop path).
+
+Runs under Accelerate (`accelerate launch -m spcxr_hub.cli finetune …` for several processes). The output directory
+is written all at once at the end: the model (loadable by the Auto classes and pipelines), `metrics.json` and plots
+from the test split, `training_log.json` and `loss_curve.png`. Checkpoints for `--resume` live beside it in
+`<output-dir>-checkpoints/` until the run finishes.
+"""
+
+import json
+import math
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .configuration_spcxr import SpcxrConfig
+from .data import TaskDataset, collate, load_records
+from .image_processing_spcxr import SpcxrImageProcessor
+from .modeling_spcxr import SpcxrForImageClassification, SpcxrForSemanticSegmentation
+from .saving import atomic_directory
+from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
+
+SCRATCH = "scratch"
+CONFIG_PRESETS = {
+    "vit-s": {},
+    # A ViT small enough to fine-tune in seconds on a CPU: tests, the demo, few-shot experiments.
+    "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, classifier_pooling="mean",
+                 reconstruction_layers=[2, 3, 4], segmentation_skip_layers=[1, 2, 3], segmentation_feature_size=8),
+}
+
+
+@dataclass
+class FinetuneOptions:
+    task: str
+    data: str
+    output_dir: Path
+    init: str = "spcxr/vit-s"
+    config: str = "vit-s"
+    shots: int | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    layer_decay: float | None = None
+    weight_decay: float | None = None
+    warmup_epochs: int | None = None
+    drop_path_rate: float | None = None
+    image_size: int | None = None
+    seed: int = 0
+    eval_split: str = "test"
+    eval_data: str | None = None
+    checkpoint_every: int = 0
+    resume: str | None = None
+    strict: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+def preset_config(config: str, **fields) -> SpcxrConfig:
+    """A named preset (`vit-s`, `tiny`) or a JSON file of SpcxrConfig fields."""
+    if config in CONFIG_PRESETS:
+        base = dict(CONFIG_PRESETS[config])
+    elif Path(config).is_file():
+        base = json.loads(Path(config).read_text())
+    else:
+        raise ValueError(f"--config {config!r}: neither a preset ({', '.join(CONFIG_PRESETS)}) nor a JSON file")
+    return SpcxrConfig(**{**base, **fields})
+
+
+def label_fields(task: Task) -> dict:
+    fields = {"id2label": task.id2label, "label2id": {label: i for i, label in task.id2label.items()}}
+    if task.kind == MULTI_LABEL:
+        fields["problem_type"] = "multi_label_classification"
+    elif task.kind == SINGLE_LABEL:
+        fields["problem_type"] = "single_label_classification"
+    return fields
+
+
+def build_model(task: Task, init: str, *, config: str = "vit-s", image_size: int | None = None, drop_path_rate: float = 0.0):
+    """The task's head on a backbone: `init` is a model directory or Hub id (backbone weights loaded, head new), or
+    `scratch` (a fresh `config` preset)."""
+    head = SpcxrForSemanticSegmentation if task.kind == SEGMENTATION else SpcxrForImageClassification
+    fields = {**label_fields(task), "drop_path_rate": drop_path_rate}
+    if init == SCRATCH:
+        if image_size:
+            fields["image_size"] = image_size
+        return head(preset_config(config, **fields))
+    return head.from_pretrained(init, **fields)
+
+
+def sample_shots(task: Task, records, shots: int, seed: int) -> list:
+    """The paper's few-shot protocol: `shots` labelled images per class (per label and of normals for multi-label;
+    `shots` images for segmentation), drawn with `seed`."""
+    rng = random.Random(seed)
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    if task.kind == SEGMENTATION:
+        return [records[i] for i in order[:shots]]
+    chosen, counts = [], {}
+    for i in order:
+        label = records[i]["label"]
+        keys = [k for k, v in enumerate(label) if v] or ["none"] if task.kind == MULTI_LABEL else [int(label)]
+        if any(counts.get(k, 0) < shots for k in keys):
+            chosen.append(records[i])
+            for k in keys:
+                counts[k] = counts.get(k, 0) + 1
+    missing = [task.labels[k] for k in range(len(task.labels)) if task.kind == SINGLE_LABEL and counts.get(k, 0) < shots]
+    if missing:
+        raise ValueError(f"--shots {shots}: the training split has fewer than {shots} images of {', '.join(missing)}")
+    return chosen
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """0 for the embeddings, i + 1 for block i, num_layers + 1 for everything after the backbone."""
+    if name.startswith("spcxr.embeddings"):
+        return 0
+    if name.startswith("spcxr.layers."):
+        return int(name.split(".")[2]) + 1
+    return num_layers + 1
+
+
+def parameter_groups(model, learning_rate: float, weight_decay: float, layer_decay: float) -> list[dict]:
+    """BEiT's layer-wise lr decay: lr × decay^(depth − layer); no weight decay on biases, norms and embeddings."""
+    depth = model.config.num_hidden_layers + 1
+    groups = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        layer = layer_id(name, model.config.num_hidden_layers)
+        no_decay = parameter.ndim == 1 or name.endswith(("cls_token", "position_embeddings"))
+        key = (layer, no_decay)
+        if key not in groups:
+            groups[key] = {"params": [], "lr": learning_rate * layer_decay ** (depth - layer),
+                           "weight_decay": 0.0 if no_decay else weight_decay}
+        groups[key]["params"].append(parameter)
+    return list(groups.values())
+
+
+class Augment:
+    """Light training augmentation of a decoded film: brightness and contrast jitter. Geometric augmentation is left
+    out on purpose: anatomy position carries meaning in radiographs, and random crops hurt small-data fine-tuning
+    in our measurements. Seeded per (seed, epoch, index) so a resumed run draws the same augmentations."""
+
+    def __init__(self, seed: int):
+        self.seed, self.epoch = seed, 0
+
+    def __call__(self, image, mask, index):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image = (image - 0.5) * rng.uniform(0.85, 1.15) + 0.5 + rng.uniform(-0.05, 0.05)
+        return np.clip(image, 0, 1).astype(np.float32), mask
+
+
+def finetune(options: FinetuneOptions, task: Task) -> dict:
+    """Trains, evaluates on the test split and writes the output directory. Returns the evaluation report."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    from . import plots
+    from .evaluation import evaluate_model
+
+    defaults = task.defaults
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    epochs = pick(options.epochs, defaults.epochs)
+    batch_size = pick(options.batch_size, defaults.batch_size)
+    if batch_size <= 0 or epochs <= 0:
+        raise ValueError(f"--batch-size and --epochs must be positive, got {batch_size} and {epochs}")
+    output_dir = Path(options.output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not options.overwrite:
+        raise FileExistsError(f"{output_dir}: already exists and is not empty (choose another --output-dir or --overwrite)")
+    checkpoints = Path(f"{output_dir}-checkpoints")
+
+    accelerator = Accelerator()
+    set_seed(options.seed)
+    train_records = load_records(task, options.data, "train")
+    eval_source = options.eval_data or options.data
+    eval_records = load_records(task, eval_source, options.eval_split)
+    if options.shots:
+        train_records = sample_shots(task, train_records, options.shots, options.seed)
+
+    model = build_model(task, options.init, config=options.config, image_size=options.image_size,
+                        drop_path_rate=pick(options.drop_path_rate, defaults.drop_path_rate))
+    size = model.config.image_size
+    processor = SpcxrImageProcessor(size={"height": size, "width": size})
+    augment = Augment(options.seed)
+    dataset = TaskDataset(train_records, task, processor, transform=augment, strict=options.strict)
+    generator = torch.Generator().manual_seed(options.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
+                                         collate_fn=collate, generator=generator, drop_last=len(dataset) > batch_size)
+    steps_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
+    total_steps = options.max_steps or epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(parameter_groups(
+        model, pick(options.learning_rate, defaults.learning_rate), pick(options.weight_decay, defaults.weight_decay),
+        # Layer-wise decay protects pretrained lower layers; from scratch there is nothing to protect.
+        pick(options.layer_decay, 1.0 if options.init == SCRATCH else defaults.layer_decay)))
+    warmup = min(total_steps // 2, pick(options.warmup_epochs, defaults.warmup_epochs) * steps_per_epoch)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    state = {"step": 0, "losses": []}
+    if options.resume:
+        resume_from = latest_checkpoint(checkpoints) if options.resume == "latest" else Path(options.resume)
+        if resume_from is None or not resume_from.is_dir():
+            raise FileNotFoundError(f"--resume {options.resume}: no checkpoint found (looked in {checkpoints})")
+        accelerator.load_state(resume_from)
+        state = json.loads((resume_from / "progress.json").read_text())
+
+    bar = tqdm(total=total_steps, initial=state["step"], desc=f"finetune {task.name}", unit="step",
+               disable=not (options.progress and accelerator.is_main_process))
+    model.train()
+    while state["step"] < total_steps:
+        epoch, done_in_epoch = divmod(state["step"], steps_per_epoch)
+        augment.epoch = epoch
+        generator.manual_seed(options.seed + epoch)  # the shuffle order of each epoch is a function of the seed
+        batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
+        for batch in batches:
+            if batch is None:
+                continue
+            loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 3.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            state["step"] += 1
+            state["losses"].append(float(accelerator.gather(loss.detach()).mean()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{state['losses'][-1]:.4f}")
+            if options.checkpoint_every and state["step"] % options.checkpoint_every == 0:
+                save_checkpoint(accelerator, checkpoints, state)
+            if state["step"] >= total_steps:
+                break
+    bar.close()
+
+    report = {}
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(model)
+        with atomic_directory(output_dir, overwrite=options.overwrite) as staging:
+            model.save_pretrained(staging)
+            processor.save_pretrained(staging)
+            report = evaluate_model(model, processor, task, eval_records, staging, split=options.eval_split,
+                                    source=eval_source, strict=options.strict, progress=options.progress)
+            log = {"options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+                   "task": task.name, "train_images": len(train_records), "skipped_train_images": dataset.skipped,
+                   "steps": state["step"], "losses": state["losses"]}
+            (staging / "training_log.json").write_text(json.dumps(log, indent=2))
+            plots.loss_curve(np.arange(1, len(state["losses"]) + 1), np.array(state["losses"]),
+                             staging / "loss_curve.png", title=f"fine-tuning {task.name}")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return report
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    candidates = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if folder.is_dir() else []
+    return candidates[-1] if candidates else None
+
+
+def save_checkpoint(accelerator, folder: Path, state: dict, keep: int = 2) -> None:
+    """`accelerator.save_state` into a temporary folder renamed into place, so a kill never leaves half a checkpoint."""
+    target = folder / f"step-{state['step']}"
+    staging = folder / f".step-{state['step']}.partial"
+    accelerator.save_state(staging)
+    if accelerator.is_main_process:
+        (staging / "progress.json").write_text(json.dumps(state))
+        if target.exists():  # a resumed run passes the step of a checkpoint it did not start from
+            shutil.rmtree(target)
+        staging.rename(target)
+        for old in sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
