@@ -14,6 +14,10 @@ from .imaging import ImageDecodeError, load_image
 from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
 
 
+# Dropped at the root of every synthetic dataset (`layouts.write_phantoms`), so what is trained on it can say so.
+SYNTHETIC_MARKER = "SYNTHETIC_DATA.md"
+
+
 class LayoutError(ValueError):
     """A folder that is not in the layout a task expects; the message names the missing or malformed file."""
 
@@ -63,6 +67,11 @@ def load_records(task: Task, source: str | Path, split: str) -> Sequence[dict]:
             raise LayoutError(f"{source}: no images found for split {split!r} of task {task.name!r}")
         return records
     return load_hub_records(task, str(source), split)
+
+
+def is_synthetic(source: str | Path) -> bool:
+    """True for a folder written by a task's synthetic writer (it carries `layouts.SYNTHETIC_MARKER`)."""
+    return (Path(source) / SYNTHETIC_MARKER).is_file()
 
 
 def load_hub_records(task: Task, dataset_id: str, split: str):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import synthetic
-from .data import LayoutError, UnknownLabelError, require
+from .data import SYNTHETIC_MARKER, LayoutError, UnknownLabelError, require
 from .imaging import IMAGE_SUFFIXES
 
 SPLITS_BY_HOLDOUT = ("train", "test")
@@ -78,6 +78,11 @@ def write_phantoms(
     """Draws one phantom radiograph per `(relative path, findings)` of `plan` and writes it under `root` with
     `write(path, image)` (default: 8-bit PNG). Returns the phantoms, in plan order, so a writer can also save their
     masks or list their labels. The same arguments give the same files."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    (Path(root) / SYNTHETIC_MARKER).write_text(
+        "# Synthetic data\n\nEvery image here is a phantom drawn by `spcxr_hub.synthetic`, not a radiograph of a "
+        "person. Models trained on it, and their numbers, say so.\n"
+    )
     phantoms = []
     for index, (relative, findings) in enumerate(plan):
         phantom = synthetic.generate(image_seed(seed, index), size, findings)
