@@ -1,0 +1,11 @@
+"""GMML pretraining of SS-CXR: `python pretrain.py …` or `accelerate launch pretrain.py …` (see docs/pretraining.md).
+
+Thin on purpose: everything lives in `spcxr_hub.pretraining` (also reachable as `spcxr pretrain …`).
+"""
+
+import sys
+
+from spcxr_hub.pretraining import main
+
+if __name__ == "__main__":
+    sys.exit(main())
