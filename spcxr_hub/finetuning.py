@@ -1,5 +1,9 @@
 """Fine-tuning a backbone on a task (DeiT/BEiT recipe: AdamW, layer-wise lr decay, warm-up, cosine, drop path).
 
+The backbone is SS-CXR's ViT by default (`backbone="spcxr"`) or any registered one (`spcxr_hub.backbones`: the timm
+baselines, plugins' backbones); layer-wise lr decay applies where the backbone maps parameters to blocks (ViTs), other
+backbones (CNNs) train with one learning rate.
+
 Runs under Accelerate (`accelerate launch -m spcxr_hub.cli finetune …` for several processes). The output directory
 is written all at once at the end: the model (loadable by the Auto classes and pipelines), `metrics.json` and plots
 from the test split, `training_log.json` and `loss_curve.png`. Checkpoints for `--resume` live beside it in
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .backbones import SCRATCH, get_backbone
 from .configuration_spcxr import SpcxrConfig
 from .data import TaskDataset, collate, load_records
 from .image_processing_spcxr import SpcxrImageProcessor
@@ -24,7 +29,6 @@ from .modeling_spcxr import SpcxrForImageClassification, SpcxrForSemanticSegment
 from .saving import atomic_directory
 from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
 
-SCRATCH = "scratch"
 CONFIG_PRESETS = {
     "vit-s": {},
     # A ViT small enough to fine-tune in seconds on a CPU: tests, the demo, few-shot experiments.
@@ -38,8 +42,9 @@ class FinetuneOptions:
     task: str
     data: str
     output_dir: Path
-    init: str = "spcxr/vit-s"
+    init: str | None = None  # None: the backbone's default (spcxr/vit-s for spcxr, scratch for timm baselines)
     config: str = "vit-s"
+    backbone: str = "spcxr"
     shots: int | None = None
     epochs: int | None = None
     max_steps: int | None = None
@@ -80,8 +85,17 @@ def label_fields(task: Task) -> dict:
     return fields
 
 
-def build_model(task: Task, init: str, *, config: str = "vit-s", image_size: int | None = None, drop_path_rate: float = 0.0):
-    """The task's head on a backbone: `init` is a model directory or Hub id (backbone weights loaded, head new), or
+def build_model(task: Task, init: str | None = None, *, config: str = "vit-s", image_size: int | None = None,
+                drop_path_rate: float = 0.0, backbone: str = "spcxr"):
+    """The task's head on the named backbone (see `spcxr_hub.backbones`); `init` None is the backbone's default."""
+    chosen = get_backbone(backbone)
+    return chosen(task, init or chosen.default_init, config=config, image_size=image_size,
+                  drop_path_rate=drop_path_rate)
+
+
+def build_spcxr_model(task: Task, init: str, *, config: str = "vit-s", image_size: int | None = None,
+                      drop_path_rate: float = 0.0):
+    """SS-CXR's head on its ViT: `init` is a model directory or Hub id (backbone weights loaded, head new), or
     `scratch` (a fresh `config` preset)."""
     head = SpcxrForSemanticSegmentation if task.kind == SEGMENTATION else SpcxrForImageClassification
     fields = {**label_fields(task), "drop_path_rate": drop_path_rate}
@@ -123,15 +137,23 @@ def layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def parameter_groups(model, learning_rate: float, weight_decay: float, layer_decay: float) -> list[dict]:
-    """BEiT's layer-wise lr decay: lr × decay^(depth − layer); no weight decay on biases, norms and embeddings."""
-    depth = model.config.num_hidden_layers + 1
+def parameter_groups(model, learning_rate: float, weight_decay: float, layer_decay: float,
+                     layers: tuple | None = None) -> list[dict]:
+    """BEiT's layer-wise lr decay: lr × decay^(depth − layer); no weight decay on biases, norms and embeddings.
+
+    `layers` = (number of blocks, parameter name → layer) (see `spcxr_hub.backbones.LayerMap`); by default SS-CXR's
+    names. `(0, None)` puts every parameter at one learning rate (CNNs: their stages are not a ViT's blocks)."""
+    num_layers, layer_of = layers or (model.config.num_hidden_layers, None)
+    if layer_of is None:
+        layer_of = (lambda name: layer_id(name, num_layers)) if layers is None else (lambda name: num_layers + 1)
+    depth = num_layers + 1
     groups = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        layer = layer_id(name, model.config.num_hidden_layers)
-        no_decay = parameter.ndim == 1 or name.endswith(("cls_token", "position_embeddings"))
+        layer = layer_of(name)
+        no_decay = parameter.ndim == 1 or name.endswith(("cls_token", "position_embeddings", "pos_embed", "reg_token",
+                                                          "dist_token"))
         key = (layer, no_decay)
         if key not in groups:
             groups[key] = {"params": [], "lr": learning_rate * layer_decay ** (depth - layer),
@@ -173,6 +195,9 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     if output_dir.exists() and any(output_dir.iterdir()) and not options.overwrite:
         raise FileExistsError(f"{output_dir}: already exists and is not empty (choose another --output-dir or --overwrite)")
     checkpoints = Path(f"{output_dir}-checkpoints")
+    backbone = get_backbone(options.backbone)
+    backbone.check(task, options.image_size or defaults.image_size)
+    init = options.init or backbone.default_init
 
     accelerator = Accelerator()
     set_seed(options.seed)
@@ -182,9 +207,9 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     if options.shots:
         train_records = sample_shots(task, train_records, options.shots, options.seed)
 
-    model = build_model(task, options.init, config=options.config, image_size=options.image_size,
-                        drop_path_rate=pick(options.drop_path_rate, defaults.drop_path_rate))
-    size = model.config.image_size
+    model = backbone(task, init, config=options.config, image_size=options.image_size,
+                     drop_path_rate=pick(options.drop_path_rate, defaults.drop_path_rate))
+    size = getattr(model.config, "image_size", None) or options.image_size or defaults.image_size
     processor = SpcxrImageProcessor(size={"height": size, "width": size})
     augment = Augment(options.seed)
     dataset = TaskDataset(train_records, task, processor, transform=augment, strict=options.strict)
@@ -196,7 +221,8 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     optimizer = torch.optim.AdamW(parameter_groups(
         model, pick(options.learning_rate, defaults.learning_rate), pick(options.weight_decay, defaults.weight_decay),
         # Layer-wise decay protects pretrained lower layers; from scratch there is nothing to protect.
-        pick(options.layer_decay, 1.0 if options.init == SCRATCH else defaults.layer_decay)))
+        pick(options.layer_decay, 1.0 if init == SCRATCH else defaults.layer_decay),
+        (backbone.layers(model) if backbone.layers else None) or (0, None)))
     warmup = min(total_steps // 2, pick(options.warmup_epochs, defaults.warmup_epochs) * steps_per_epoch)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -244,7 +270,8 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
             processor.save_pretrained(staging)
             report = evaluate_model(model, processor, task, eval_records, staging, split=options.eval_split,
                                     source=eval_source, strict=options.strict, progress=options.progress)
-            log = {"options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+            recorded = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
+            log = {"options": {**recorded, "init": init},  # the backbone's default when none was given
                    "task": task.name, "train_images": len(train_records), "skipped_train_images": dataset.skipped,
                    "steps": state["step"], "losses": state["losses"]}
             (staging / "training_log.json").write_text(json.dumps(log, indent=2))
