@@ -20,24 +20,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
-from .imaging import DEFAULT_MAX_PIXELS, load_image
-
-
-def letterbox_geometry(height: int, width: int, target: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Where an (height, width) image lands inside `target` under `resize_mode="pad"`: (top, left, new_h, new_w)."""
-    scale = min(target[0] / height, target[1] / width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    return (target[0] - new_h) // 2, (target[1] - new_w) // 2, new_h, new_w
-
-
-def resize_array(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    if image.shape == (height, width):
-        return image
-    resized = Image.fromarray(image.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BICUBIC)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+from .imaging import DEFAULT_MAX_PIXELS, letterbox_geometry, load_image, resize_array, to_model_size  # noqa: F401 (resize_array: re-exported)
 
 
 class SpcxrImageProcessor(BaseImageProcessor):
@@ -76,13 +61,7 @@ class SpcxrImageProcessor(BaseImageProcessor):
         self.max_pixels = int(max_pixels)
 
     def to_model_size(self, image: np.ndarray, size: dict[str, int], resize_mode: str) -> np.ndarray:
-        target = (size["height"], size["width"])
-        if resize_mode == "stretch":
-            return resize_array(image, *target)
-        top, left, new_h, new_w = letterbox_geometry(*image.shape, target)
-        canvas = np.zeros(target, dtype=np.float32)
-        canvas[top : top + new_h, left : left + new_w] = resize_array(image, new_h, new_w)
-        return canvas
+        return to_model_size(image, (size["height"], size["width"]), resize_mode)
 
     def preprocess(
         self,

@@ -61,8 +61,11 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageDecodeError",
     "is_dicom",
+    "letterbox_geometry",
     "list_images",
     "load_image",
+    "resize_array",
+    "to_model_size",
 ]
 
 #: Images with more pixels are rejected before decoding. A 43 × 43 cm detector at 0.1 mm is ~18.5 M pixels; this
@@ -146,6 +149,36 @@ def list_images(folder) -> list[Path]:
             if path.suffix.lower() in IMAGE_SUFFIXES or _has_dicom_magic(path):
                 found.append(path)
     return sorted(found)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Resizing to the model's input (the image processor's policy; here so that inference can run without transformers)
+
+
+def letterbox_geometry(height: int, width: int, target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where an (height, width) image lands inside `target` under `resize_mode="pad"`: (top, left, new_h, new_w)."""
+    scale = min(target[0] / height, target[1] / width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    return (target[0] - new_h) // 2, (target[1] - new_w) // 2, new_h, new_w
+
+
+def resize_array(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic resize (Pillow, antialiased when shrinking) of a float (H, W) image in [0, 1], clipped to [0, 1]."""
+    if image.shape == (height, width):
+        return image
+    resized = Image.fromarray(image.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BICUBIC)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def to_model_size(image: np.ndarray, target: tuple[int, int], resize_mode: str = "pad") -> np.ndarray:
+    """(H, W) float image → `target` (height, width): `"stretch"` resizes; `"pad"` keeps the aspect ratio and centres
+    the image on a black (air) canvas."""
+    if resize_mode == "stretch":
+        return resize_array(image, *target)
+    top, left, new_h, new_w = letterbox_geometry(*image.shape, target)
+    canvas = np.zeros(target, dtype=np.float32)
+    canvas[top : top + new_h, left : left + new_w] = resize_array(image, new_h, new_w)
+    return canvas
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -268,18 +301,31 @@ def _load_dicom(fp, name: str, max_pixels: int, *, force: bool) -> np.ndarray:
         frame = pixel_array(ds, index=0)  # the first frame only, whatever NumberOfFrames is; colour → RGB
         if frame.ndim == 3:  # colour: (rows, columns, samples); LUTs are for greyscale data
             values = _luminance(frame[..., :3].astype(np.float64))
+        elif _identity_luts(ds):  # stored values are the picture: stay in integers (min–max is exact and faster)
+            values = frame
         else:
             values = apply_modality_lut(frame, ds)
             values = apply_voi_lut(values, ds, index=0)
-        values = np.asarray(values, dtype=np.float64)
+        if values.dtype.kind not in "ui":
+            values = np.asarray(values, dtype=np.float64)
     except Exception as exc:
         raise ImageDecodeError(
             f"{name}: cannot decode the DICOM pixel data (expected a supported transfer syntax "
             f"{_transfer_syntax(ds)} and consistent pixel attributes): {_one_line(exc)}"
         ) from exc
-    if not np.isfinite(values).all():
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise ImageDecodeError(f"{name}: DICOM pixel data contains NaN or infinite values (expected finite values)")
     return _min_max(values, invert=photometric == "MONOCHROME1")
+
+
+def _identity_luts(ds) -> bool:
+    """True when neither a modality LUT / rescale nor a VOI LUT / window changes the stored values (up to min–max)."""
+    if any(keyword in ds for keyword in ("ModalityLUTSequence", "VOILUTSequence", "WindowCenter", "WindowWidth")):
+        return False
+    try:
+        return float(ds.get("RescaleSlope", 1) or 1) == 1.0 and float(ds.get("RescaleIntercept", 0) or 0) == 0.0
+    except (TypeError, ValueError):
+        return False
 
 
 def _transfer_syntax(ds) -> str:
@@ -354,11 +400,13 @@ def _array_to_unit(array: np.ndarray, name: str, max_pixels: int | None) -> np.n
     colour = array.ndim == 3
     if kind == "u" and array.dtype.itemsize == 1:  # 8-bit: exactly value / 255
         if not colour:
-            return array.astype(np.float32) / np.float32(255.0)
+            return np.divide(array, np.float32(255.0), dtype=np.float32)  # = astype(float32) / 255, one pass
         return _clip_unit(_luminance(array.astype(np.float64)) / 255.0)
     if kind == "b":  # 1-bit: 0 / 1
         return array.astype(np.float32) if not colour else _clip_unit(_luminance(array.astype(np.float64)))
 
+    if not colour and kind in "ui":  # deeper integers
+        return _min_max(array)
     values = array.astype(np.float64)
     if colour:
         values = _luminance(values)
@@ -377,10 +425,21 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def _min_max(values: np.ndarray, *, invert: bool = False) -> np.ndarray:
-    lo, hi = float(values.min()), float(values.max())
+    lo, hi = values.min(), values.max()
     if hi <= lo:
         return np.zeros(values.shape, dtype=np.float32)
-    scaled = (hi - values) / (hi - lo) if invert else (values - lo) / (hi - lo)
+    if values.dtype.kind in "ui" and -(2**24) <= int(lo) and int(hi) <= 2**24 and int(hi) - int(lo) <= 2**24:
+        # Integers (and their differences) up to 2**24 are exact in float32: one rounding, in the division, and the
+        # result lies in [0, 1] without clipping. Three in-place passes instead of float64 temporaries.
+        scaled = values.astype(np.float32)
+        if invert:
+            np.subtract(np.float32(hi), scaled, out=scaled)
+        else:
+            np.subtract(scaled, np.float32(lo), out=scaled)
+        return np.divide(scaled, np.float32(int(hi) - int(lo)), out=scaled)
+    lo, hi = float(lo), float(hi)
+    scaled = (hi - values) if invert else (values - lo)
+    scaled /= hi - lo
     return _clip_unit(scaled)
 
 

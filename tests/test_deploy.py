@@ -1,0 +1,249 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config_kwargs
+from typer.testing import CliRunner
+
+from spcxr_hub import (SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor,
+                       SpcxrModel, synthetic)
+from spcxr_hub import deploy
+from spcxr_hub.cli import app, decoded_batches
+from spcxr_hub.deploy import (LEAN_CONFIG_DEFAULTS, LeanProcessor, bf16_is_native, fused_blocks_available,
+                              load_lean_classifier, optimize_for_cpu)
+from spcxr_hub.saving import save_model_directory
+
+MODES = ["int8", pytest.param("bf16", marks=pytest.mark.skipif(not bf16_is_native(), reason="no native bf16 here")),
+         pytest.param("fp32", marks=pytest.mark.skipif(not fused_blocks_available(), reason="no oneDNN fused linear"))]
+
+
+def phantoms(seeds, size=64):
+    labels = np.array([seed % 2 for seed in seeds])  # odd seeds have pneumonia
+    images = [synthetic.generate(int(s), 128, ("pneumonia",) if label else ()).image for s, label in zip(seeds, labels)]
+    return SpcxrImageProcessor(size={"height": size, "width": size})(images)["pixel_values"], torch.from_numpy(labels)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny pneumonia-vs-normal classifier trained briefly on phantoms, saved as `spcxr finetune` saves one."""
+    torch.manual_seed(0)
+    x, y = phantoms(range(160))
+    config = SpcxrConfig(**tiny_config_kwargs(id2label={0: "normal", 1: "pneumonia"}, classifier_pooling="mean"))
+    model = SpcxrForImageClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for _ in range(12):
+        for batch in torch.randperm(len(x)).split(32):
+            model(x[batch], labels=y[batch]).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    directory = tmp_path_factory.mktemp("deploy") / "classifier"
+    return save_model_directory(directory, model.eval(), SpcxrImageProcessor(size={"height": 64, "width": 64}))
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory):
+    root = tmp_path_factory.mktemp("films")
+    paths = []
+    for seed in range(6):
+        image = synthetic.generate(seed, (150, 120), ("pneumonia",) if seed % 2 else ()).image
+        paths.append(synthetic.write_png8(root / f"{seed}-8bit.png", image))
+        paths.append(synthetic.write_png16(root / f"{seed}-16bit.png", image))
+        paths.append(synthetic.write_dicom(root / f"{seed}.dcm", image, photometric="MONOCHROME1"))
+    return paths
+
+
+def test_lean_defaults_are_spcxr_configs_defaults():
+    defaults = {f.name: f.default for f in dataclasses.fields(SpcxrConfig) if f.name in LEAN_CONFIG_DEFAULTS}
+    assert defaults == LEAN_CONFIG_DEFAULTS
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_lean_classifier_gives_the_transformers_classifiers_logits(tmp_path, pooling):
+    torch.manual_seed(0)
+    config = SpcxrConfig(**tiny_config_kwargs(id2label={0: "a", 1: "b", 2: "c"}, classifier_pooling=pooling))
+    model = SpcxrForImageClassification(config).eval()
+    save_model_directory(tmp_path / "m", model, SpcxrImageProcessor(size={"height": 64, "width": 64}))
+    lean = load_lean_classifier(tmp_path / "m")
+    assert lean.config.id2label == {0: "a", 1: "b", 2: "c"}
+    with torch.no_grad():
+        for size in (64, 96):  # 96: position embeddings interpolated
+            x = torch.randn(3, 1, size, size)
+            torch.testing.assert_close(lean(pixel_values=x), model(pixel_values=x).logits, rtol=0, atol=1e-6)
+
+
+def test_lean_processor_matches_the_image_processor(films):
+    for mode in ("pad", "stretch"):
+        reference = SpcxrImageProcessor(size={"height": 64, "width": 48}, resize_mode=mode)
+        lean = LeanProcessor(size={"height": 64, "width": 48}, resize_mode=mode)
+        for path in films:
+            expected = reference(str(path), return_tensors="np")["pixel_values"][0]
+            np.testing.assert_array_equal(lean(str(path)), expected)
+
+
+def test_lean_processor_reads_the_saved_preprocessor_config(trained):
+    processor = LeanProcessor.from_directory(trained)
+    assert processor.size == (64, 64) and processor.resize_mode == "pad"
+
+
+def test_lean_loader_declines_what_it_does_not_cover(tmp_path):
+    kwargs = tiny_config_kwargs(id2label={0: "background", 1: "lung"})
+    processor = SpcxrImageProcessor(size={"height": 64, "width": 64})
+    save_model_directory(tmp_path / "seg", SpcxrForSemanticSegmentation(SpcxrConfig(**kwargs)), processor)
+    save_model_directory(tmp_path / "backbone", SpcxrModel(SpcxrConfig(**tiny_config_kwargs())), processor)
+    assert load_lean_classifier(tmp_path / "seg") is None
+    assert load_lean_classifier(tmp_path / "backbone") is None
+    assert load_lean_classifier(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deployment_path_agrees_with_fp32_on_phantoms(trained, mode):
+    x, y = phantoms(range(5000, 5064))
+    reference = load_lean_classifier(trained)
+    fast = optimize_for_cpu(load_lean_classifier(trained), mode=mode)
+    with torch.inference_mode():
+        expected, got = reference(pixel_values=x), fast(pixel_values=x)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.95
+    assert torch.nn.functional.cosine_similarity(got, expected).min() >= 0.99
+    assert (expected.argmax(-1) == y).float().mean() >= 0.7  # the model did learn something to agree about
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deployment_path_rewrites_transformers_models_too(mode):
+    torch.manual_seed(0)
+    config = SpcxrConfig(**tiny_config_kwargs(id2label={0: "background", 1: "lung"}))
+    segmenter = SpcxrForSemanticSegmentation(config).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.inference_mode():
+        expected = segmenter(pixel_values=x)
+        got = optimize_for_cpu(segmenter, mode=mode)(pixel_values=x, output_hidden_states=True)
+    assert got.logits.shape == expected.logits.shape and len(got.hidden_states) == config.num_hidden_layers + 1
+    cosine = torch.nn.functional.cosine_similarity(got.logits.float().flatten(1), expected.logits.flatten(1))
+    assert cosine.min() >= 0.99
+
+
+def test_bf16_mode_refuses_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(deploy, "bf16_is_native", lambda: False)
+    with pytest.raises(RuntimeError, match="bf16"):
+        optimize_for_cpu(SpcxrModel(SpcxrConfig(**tiny_config_kwargs())), mode="bf16")
+    assert isinstance(optimize_for_cpu(SpcxrModel(SpcxrConfig(**tiny_config_kwargs())), mode="auto").layers[0].attention.qkv,
+                      torch.ao.nn.quantized.dynamic.Linear)
+
+
+def predictions(*args):
+    result = CliRunner().invoke(app, ["predict", *map(str, args), "--json"])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    return json.loads(result.stdout)
+
+
+def test_predict_fast_gives_the_same_labels_as_fp32(trained, films):
+    plain = predictions("--model", trained, *films)
+    fast = predictions("--model", trained, "--fast", *films)
+    assert [r["file"] for r in fast] == [r["file"] for r in plain] == [str(p) for p in films]
+    agree = [a["predictions"][0]["label"] == b["predictions"][0]["label"] for a, b in zip(plain, fast)]
+    assert np.mean(agree) >= 0.95
+    for a, b in zip(plain, fast):
+        assert abs(a["predictions"][0]["score"] - b["predictions"][0]["score"]) < 0.02
+
+
+def test_predict_gives_the_transformers_pipelines_scores(trained, films):
+    from transformers import pipeline
+
+    from spcxr_hub.imaging import load_image
+
+    classify = pipeline("image-classification", model=str(trained))
+    for result in predictions("--model", trained, *films[:3]):
+        expected = {p["label"]: p["score"] for p in classify(load_image(result["file"]))}
+        for p in result["predictions"]:
+            assert p["score"] == pytest.approx(expected[p["label"]], abs=1e-5)
+
+
+def test_predict_fast_works_on_a_segmentation_model(tmp_path, films):
+    config = SpcxrConfig(**tiny_config_kwargs(id2label={0: "background", 1: "lung"}))
+    directory = save_model_directory(tmp_path / "seg", SpcxrForSemanticSegmentation(config).eval(),
+                                     SpcxrImageProcessor(size={"height": 64, "width": 64}))
+    results = predictions("--model", directory, "--fast", "--output-dir", tmp_path / "masks", films[0])
+    assert (tmp_path / "masks" / f"{films[0].stem}_mask.png").is_file() and set(results[0]["fractions"]) == {"background", "lung"}
+
+
+def test_decoded_batches_keep_the_order_and_skip_unreadable_files(films, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    paths = [films[0], broken, *films[1:7]]
+    skipped = []
+    batches = list(decoded_batches(paths, LeanProcessor(size={"height": 32, "width": 32}), 3, False, skipped, workers=2))
+    assert [path for batch in batches for path, _ in batch] == [films[0], *films[1:7]]
+    assert [len(batch) for batch in batches] == [3, 3, 1] and batches[0][0][1].shape == (1, 1, 32, 32)
+    assert len(skipped) == 1 and "broken.png" in skipped[0]
+    with pytest.raises(ValueError, match="broken.png"):
+        list(decoded_batches(paths, LeanProcessor(size={"height": 32, "width": 32}), 3, True, [], workers=2))
+
+
+HEAVY = ("transformers.modeling_utils", "transformers.image_processing_utils", "timm", "torchvision", "datasets",
+         "accelerate", "matplotlib", "evaluate")
+
+
+def run_python(code):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_importing_the_package_imports_neither_torch_nor_transformers():
+    out = run_python("import sys, spcxr_hub\nprint(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    assert out.strip() == "[]"
+
+
+def test_predict_on_a_classifier_keeps_heavy_imports_out(trained, films):
+    out = run_python(
+        "import atexit, runpy, sys\n"
+        f"atexit.register(lambda: print(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+        f"sys.argv = ['spcxr', 'predict', '--model', {str(trained)!r}, {str(films[0])!r}]\n"
+        "runpy.run_module('spcxr_hub.cli', run_name='__main__')\n"
+    )
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("first", ["from transformers import ViTModel", "from transformers import PreTrainedModel",
+                                   "from transformers import pipeline", "pass"])
+def test_lazy_registration_whatever_transformers_imports_first(first, trained):
+    out = run_python(
+        f"import spcxr_hub\n{first}\n"
+        "from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification\n"
+        "from spcxr_hub import SpcxrConfig\n"
+        "print(type(AutoModel.from_config(SpcxrConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, "
+        "intermediate_size=64, image_size=32, reconstruction_layers=[1, 2], segmentation_skip_layers=[1, 1, 2]))).__name__)\n"
+        f"print(type(AutoModelForImageClassification.from_pretrained({str(trained)!r})).__name__)\n"
+        f"print(type(AutoImageProcessor.from_pretrained({str(trained)!r})).__name__)\n"
+        "print(type(AutoConfig.for_model('spcxr')).__name__)\n"
+    )
+    assert out.split() == ["SpcxrModel", "SpcxrForImageClassification", "SpcxrImageProcessor", "SpcxrConfig"]
+
+
+def test_inference_path_of_the_blocks_equals_the_training_path_without_dropout():
+    torch.manual_seed(0)
+    model = SpcxrModel(SpcxrConfig(**tiny_config_kwargs()))
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        training_path = model.train()(pixel_values=x, output_hidden_states=True)
+        inference_path = model.eval()(pixel_values=x, output_hidden_states=True)
+    for a, b in zip(training_path.hidden_states, inference_path.hidden_states):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not fused_blocks_available(), reason="no oneDNN fused linear")
+def test_fp32_fused_blocks_give_the_plain_models_outputs(trained):
+    x, _ = phantoms(range(7000, 7016))
+    with torch.inference_mode():
+        expected = load_lean_classifier(trained)(pixel_values=x)
+        got = optimize_for_cpu(load_lean_classifier(trained), mode="fp32")(pixel_values=x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
