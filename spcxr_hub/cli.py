@@ -22,11 +22,15 @@ EXIT_BAD_INPUT = 2
 
 @app.callback()
 def quiet_libraries():
-    """Library chatter (weight-loading bars, backend notices) would drown the one line a command prints."""
-    from transformers.utils import logging
+    """Library chatter (weight-loading bars, backend notices) would drown the one line a command prints. Set through
+    the environment so that commands which never load transformers (a fast `predict`) do not pay for importing it."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
 
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
 
 
 def fail(message: str) -> None:
@@ -369,6 +373,8 @@ def embed(
     with torch.inference_mode():
         for batch in decoded_batches(paths, processor, batch_size, strict, skipped):
             hidden = backbone(pixel_values=torch.cat([p for _, p in batch])).last_hidden_state
+            if hidden.ndim != 3:
+                fail(f"{model}: embed needs a ViT backbone (token sequence); this model returns feature maps")
             rows["file"].extend(str(path) for path, _ in batch)
             rows["cls"].extend(hidden[:, 0].tolist())
             rows["mean"].extend(hidden[:, 1:].mean(dim=1).tolist())

@@ -183,6 +183,8 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     from transformers import get_cosine_schedule_with_warmup
 
     from . import plots
+    from .cards import write_card
+    from .data import is_synthetic
     from .evaluation import evaluate_model
 
     defaults = task.defaults
@@ -273,10 +275,12 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
             recorded = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
             log = {"options": {**recorded, "init": init},  # the backbone's default when none was given
                    "task": task.name, "train_images": len(train_records), "skipped_train_images": dataset.skipped,
-                   "steps": state["step"], "losses": state["losses"]}
+                   "steps": state["step"], "losses": state["losses"],
+                   "synthetic_data": is_synthetic(options.data) or is_synthetic(eval_source)}
             (staging / "training_log.json").write_text(json.dumps(log, indent=2))
             plots.loss_curve(np.arange(1, len(state["losses"]) + 1), np.array(state["losses"]),
                              staging / "loss_curve.png", title=f"fine-tuning {task.name}")
+            write_card(staging)  # numbers read back from the metrics.json just written
         shutil.rmtree(checkpoints, ignore_errors=True)
     accelerator.wait_for_everyone()
     return report

@@ -21,5 +21,6 @@ def register_tasks(register):
 
 @hookspec
 def register_backbones(register):
-    """Call `register(name, factory)` for every backbone the plugin provides: `factory(config_kwargs)` returns a
-    model whose forward takes `pixel_values` (B, 1, H, W); names are used as `--backbone NAME`."""
+    """Call `register(name, factory)` for every backbone the plugin provides (used as `--backbone NAME`):
+    `factory(task, init, *, config, image_size, drop_path_rate)` returns a transformers `PreTrainedModel` with the
+    task's head, or a `spcxr_hub.backbones.Backbone`; see docs/baselines.md."""

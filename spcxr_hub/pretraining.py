@@ -1424,6 +1424,9 @@ class Pretraining:
             "args": vars(args),
             "log_history": history,
         })
+        from .cards import write_card
+
+        write_card(out / BACKBONE_DIR)  # the full Hub card, from trainer_state.json written just above
         loss_text = "n/a" if final_loss is None else f"{final_loss:.4f}"
         print(f"{PROG}: done: {progress.step} steps, final loss {loss_text}; backbone in {out / BACKBONE_DIR}",
               file=sys.stderr)

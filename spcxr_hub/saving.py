@@ -8,6 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _public(path: Path, mode: int) -> None:
+    """mkdtemp/mkstemp create private (0700/0600) paths; give the result the modes a plain mkdir/open would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(mode & ~umask)
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yields a temporary sibling folder; on success it replaces `path`, on any error it is removed.
@@ -18,6 +25,7 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
         raise FileExistsError(f"{path}: already exists and is not empty (choose another output directory or overwrite it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    _public(staging, 0o777)
     try:
         yield staging
     except BaseException:
@@ -35,6 +43,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=path.suffix, dir=path.parent)
     os.close(handle)
+    _public(Path(staging), 0o666)
     try:
         yield Path(staging)
     except BaseException:

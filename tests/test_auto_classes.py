@@ -134,3 +134,13 @@ def test_save_refuses_to_overwrite_a_non_empty_directory(tmp_path):
     with pytest.raises(FileExistsError, match="out"):
         save_model_directory(tmp_path / "out", SpcxrModel(SpcxrConfig(**tiny_config_kwargs())))
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
+
+
+def test_saved_directories_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        directory = save_model_directory(tmp_path / "out", SpcxrModel(SpcxrConfig(**tiny_config_kwargs())))
+    finally:
+        os.umask(old)
+    assert directory.stat().st_mode & 0o777 == 0o755
+    assert (directory / "config.json").stat().st_mode & 0o777 == 0o644
