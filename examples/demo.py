@@ -31,7 +31,7 @@ def spcxr(*args: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("demo-output"))
-    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--pretrain-steps", type=int, default=1000)
     args = parser.parse_args()
     out = args.output_dir
     if out.exists() and any(out.iterdir()):
@@ -42,8 +42,8 @@ def main() -> None:
 
     print("== 1. GMML pretraining on synthetic phantoms", flush=True)
     spcxr("pretrain", "--data", "synthetic", "--synthetic-size", 512, "--config", "tiny", "--image-size", 64,
-          "--batch-size", 32, "--max-steps", args.pretrain_steps, "--warmup-steps", 30, "--base-lr", "1.5e-3",
-          "--preview-every", 100, "--checkpoint-every", 100, "--num-workers", 0, "--report-to", "none",
+          "--batch-size", 32, "--max-steps", args.pretrain_steps, "--warmup-steps", 50, "--lr", "2e-3",
+          "--preview-every", 250, "--checkpoint-every", 250, "--num-workers", 0, "--report-to", "none",
           "--output-dir", out / "pretrain")
     backbone = out / "pretrain" / "backbone"
 

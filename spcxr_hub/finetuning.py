@@ -26,16 +26,9 @@ from .configuration_spcxr import SpcxrConfig
 from .data import TaskDataset, collate, load_records
 from .image_processing_spcxr import SpcxrImageProcessor
 from .modeling_spcxr import SpcxrForImageClassification, SpcxrForSemanticSegmentation
+from .presets import CONFIG_PRESETS
 from .saving import atomic_directory
 from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
-
-CONFIG_PRESETS = {
-    "vit-s": {},
-    # A ViT small enough to fine-tune in seconds on a CPU: tests, the demo, few-shot experiments.
-    "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, classifier_pooling="mean",
-                 reconstruction_layers=[2, 3, 4], segmentation_skip_layers=[1, 2, 3], segmentation_feature_size=8),
-}
-
 
 @dataclass
 class FinetuneOptions:

@@ -45,6 +45,7 @@ from .configuration_spcxr import SpcxrConfig
 from .gmml import CorruptionConfig, corrupt
 from .imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, list_images, load_image
 from .saving import atomic_directory, atomic_file
+from .presets import CONFIG_PRESETS
 
 __all__ = [
     "CONFIG_PRESETS",
@@ -63,13 +64,6 @@ REFERENCE_BATCH = 256
 RECIPE_EPOCHS = 800
 RECIPE_WARMUP_EPOCHS = 10
 
-CONFIG_PRESETS: dict[str, dict] = {
-    "vit-s": {},  # SpcxrConfig's defaults: ViT-S/16, 224², 1 channel
-    "tiny": dict(
-        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=64,
-        patch_size=16, reconstruction_layers=[2, 3, 4], segmentation_skip_layers=[1, 2, 3], segmentation_feature_size=4,
-    ),
-}
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_META = "spcxr_checkpoint.json"

@@ -100,7 +100,7 @@ def test_tiny_synthetic_run_writes_backbone_preview_loss_curve_and_logs(tmp_path
     assert type(remote).__name__ == "SpcxrModel"
     processor = AutoImageProcessor.from_pretrained(out / "backbone")
     assert processor.size == {"height": 32, "width": 32}
-    assert backbone(**processor(np.random.rand(50, 40).astype(np.float32))).last_hidden_state.shape == (1, 5, 32)
+    assert backbone(**processor(np.random.rand(50, 40).astype(np.float32))).last_hidden_state.shape == (1, 5, 64)
     assert set(json.loads((out / "backbone" / "config.json").read_text())["auto_map"]) >= {"AutoModel", "AutoConfig"}
 
     card = card_body(out / "backbone")
