@@ -52,12 +52,12 @@ def main() -> None:
     montgomery = get_task("lungseg").write_synthetic(out / "data" / "MontgomerySet", 20, 0)
 
     print("== 3. Fine-tuning", flush=True)
-    recipe = ["--epochs", 8, "--batch-size", 32, "--lr", "2e-3", "--warmup-epochs", 1]
+    recipe = ["--epochs", 12, "--batch-size", 32, "--lr", "2e-3", "--warmup-epochs", 1]
     spcxr("finetune", "pneumonia", "--data", kermany, "--init", backbone, "--output-dir", out / "pneumonia-ss-cxr", *recipe)
     spcxr("finetune", "pneumonia", "--data", kermany, "--init", "scratch", "--config", "tiny", "--image-size", 64,
           "--output-dir", out / "pneumonia-scratch", *recipe)
     spcxr("finetune", "lungseg", "--data", montgomery, "--init", backbone, "--output-dir", out / "lungseg",
-          "--epochs", 15, "--batch-size", 8, "--lr", "2e-3", "--warmup-epochs", 1)
+          "--epochs", 40, "--batch-size", 8, "--lr", "2e-3", "--warmup-epochs", 2)
 
     print("== 4. Evaluation, prediction, pipelines", flush=True)
     film = synthetic.generate(seed=2024, size=(300, 260), findings=("pneumonia",)).image
