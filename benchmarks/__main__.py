@@ -6,7 +6,8 @@
     python -m benchmarks --only P1,P2 --device cuda   # GPU figures (bf16 rows added); P3/P4/P6 measure the CPU
 
 Measures: P1 inference, P2 pretraining step, P3 input pipeline, P4 CPU deployment path (speed + metric change),
-P6 cold start. Every figure is a ratio against a peer measured in the same run, interleaved, after warm-up, the
+P5 few-shot lung segmentation, GMML-pretrained vs scratch (`benchmarks/fewshot_lungseg.py`, its own options there),
+P6 cold start. Every timing is a ratio against a peer measured in the same run, interleaved, after warm-up, the
 median of repeats; the machine (CPU, threads, torch, load average before and after) is written with the results.
 """
 
@@ -28,6 +29,7 @@ MEASURES = {
     "P2": "pretraining",
     "P3": "pipeline",
     "P4": "deploy_metric",
+    "P5": "fewshot",
     "P6": "cold_start",
 }
 
@@ -35,7 +37,7 @@ MEASURES = {
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 1–2 repeats (smoke test)")
-    parser.add_argument("--only", default="P1,P2,P3,P4,P6", help="comma-separated measures (P1,P2,P3,P4,P6)")
+    parser.add_argument("--only", default=",".join(MEASURES), help=f"comma-separated measures ({','.join(MEASURES)})")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (P1/P2 on the GPU, bf16 rows added)")
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from .common import Settings, machine
 
-    settings = Settings.make(args.quick, args.threads, args.device)
+    settings = Settings.make(args.quick, args.threads, args.device, str(args.output_dir))
     torch.set_num_threads(settings.threads)
     info = machine(settings.threads, settings.device)
     rows, timings, errors = [], {}, {}

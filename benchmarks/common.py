@@ -22,12 +22,14 @@ class Settings:
     image_size: int = 224
     warmup: int = 2
     repeats: int = 5
+    output_dir: str = "."  # where a measure writes files of its own (P5's table and plot)
 
     @classmethod
-    def make(cls, quick: bool, threads: int, device: str) -> Settings:
+    def make(cls, quick: bool, threads: int, device: str, output_dir: str = ".") -> Settings:
         if quick:
-            return cls(quick=True, threads=threads, device=device, batch_size=2, image_size=32, warmup=1, repeats=2)
-        return cls(quick=False, threads=threads, device=device)
+            return cls(quick=True, threads=threads, device=device, batch_size=2, image_size=32, warmup=1, repeats=2,
+                       output_dir=output_dir)
+        return cls(quick=False, threads=threads, device=device, output_dir=output_dir)
 
 
 @dataclass
