@@ -65,6 +65,30 @@ def registry():
     return loaded
 
 
+# The recipe options `finetune` and `reproduce` share (spcxr_hub.recipe.Recipe), declared once.
+ConfigOption = Annotated[str, typer.Option(help="ViT a scratch model is built from: preset (vit-s, tiny) or JSON file.")]
+ShotsOption = Annotated[int | None, typer.Option(help="Few-shot: N labelled training images per class.")]
+EpochsOption = Annotated[int | None, typer.Option(help="Default: the task's.")]
+MaxStepsOption = Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")]
+BatchSizeOption = Annotated[int | None, typer.Option(help="Per process. Default: the task's.")]
+LrOption = Annotated[float | None, typer.Option(help="Peak learning rate. Default: the task's.")]
+LayerDecayOption = Annotated[float | None, typer.Option(help="Layer-wise lr decay (ViTs). Default: the task's.")]
+WeightDecayOption = Annotated[float | None, typer.Option(help="Default: the task's.")]
+WarmupEpochsOption = Annotated[int | None, typer.Option(help="Default: the task's.")]
+DropPathOption = Annotated[float | None, typer.Option(help="Stochastic depth rate. Default: the task's.")]
+ImageSizeOption = Annotated[int | None, typer.Option(help="Input size of scratch and timm models (a pretrained "
+                                                         "SS-CXR keeps its own).")]
+StrictOption = Annotated[bool, typer.Option(help="Fail on the first undecodable image instead of skipping it.")]
+
+
+def recipe(*, config, shots, epochs, max_steps, batch_size, lr, layer_decay, weight_decay, warmup_epochs, drop_path,
+           image_size, strict) -> dict:
+    """The shared options as `Recipe` fields (the CLI says --lr and --drop-path for brevity)."""
+    return dict(config=config, shots=shots, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                learning_rate=lr, layer_decay=layer_decay, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+                drop_path_rate=drop_path, image_size=image_size, strict=strict)
+
+
 def load_task(name: str):
     return registry().task(name)
 
@@ -100,23 +124,23 @@ def finetune(
                                                "timm backbones: 'scratch' (default) or a local weights file/folder.")] = None,
     backbone: Annotated[str, typer.Option(help="spcxr (SS-CXR's ViT), timm:densenet121|densenet169|efficientnet_b2|"
                                           "inception_resnet_v2|vit_small_patch16_224, or a plugin's (`spcxr plugins`).")] = "spcxr",
-    config: Annotated[str, typer.Option(help="With --init scratch: preset (vit-s, tiny) or JSON file.")] = "vit-s",
-    shots: Annotated[int | None, typer.Option(help="Few-shot: N labelled training images per class.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Default: the task's.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Per process. Default: the task's.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate. Default: the task's.")] = None,
-    layer_decay: Annotated[float | None, typer.Option(help="Layer-wise lr decay. Default: the task's.")] = None,
-    weight_decay: Annotated[float | None, typer.Option()] = None,
-    warmup_epochs: Annotated[int | None, typer.Option()] = None,
-    drop_path: Annotated[float | None, typer.Option(help="Stochastic depth rate.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="With --init scratch: input size.")] = None,
+    config: ConfigOption = "vit-s",
+    shots: ShotsOption = None,
+    epochs: EpochsOption = None,
+    max_steps: MaxStepsOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    layer_decay: LayerDecayOption = None,
+    weight_decay: WeightDecayOption = None,
+    warmup_epochs: WarmupEpochsOption = None,
+    drop_path: DropPathOption = None,
+    image_size: ImageSizeOption = None,
     seed: Annotated[int, typer.Option()] = 0,
     eval_split: Annotated[str, typer.Option(help="Split evaluated at the end.")] = "test",
     eval_data: Annotated[str | None, typer.Option(help="Evaluate on another source (drift).")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 0,
     resume: Annotated[str | None, typer.Option(help="'latest' or a checkpoint folder.")] = None,
-    strict: Annotated[bool, typer.Option(help="Fail on the first undecodable image instead of skipping it.")] = False,
+    strict: StrictOption = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --output-dir.")] = False,
 ):
     """Fine-tune a backbone on a task; evaluate on its test split; save model, metrics and plots."""
@@ -124,11 +148,11 @@ def finetune(
 
     chosen = load_task(task)
     report = run(FinetuneOptions(
-        task=task, data=data, output_dir=output_dir, init=init, backbone=backbone, config=config, shots=shots, epochs=epochs,
-        max_steps=max_steps, batch_size=batch_size, learning_rate=lr, layer_decay=layer_decay,
-        weight_decay=weight_decay, warmup_epochs=warmup_epochs, drop_path_rate=drop_path, image_size=image_size,
-        seed=seed, eval_split=eval_split, eval_data=eval_data, checkpoint_every=checkpoint_every, resume=resume,
-        strict=strict, overwrite=overwrite,
+        **recipe(config=config, shots=shots, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                 layer_decay=layer_decay, weight_decay=weight_decay, warmup_epochs=warmup_epochs, drop_path=drop_path,
+                 image_size=image_size, strict=strict),
+        task=task, data=data, output_dir=output_dir, init=init, backbone=backbone, seed=seed, eval_split=eval_split,
+        eval_data=eval_data, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
     ), chosen)
     if report:
         typer.echo(json.dumps(report["metrics"], indent=2))
@@ -394,20 +418,20 @@ def reproduce(
     models: Annotated[str, typer.Option(help="Comma-separated: ss-cxr, scratch, timm:densenet121, … (NAME=WEIGHTS: "
                                               "given weights).")],
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; several give mean ± std.")] = "0",
-    shots: Annotated[int | None, typer.Option(help="Few-shot: N labelled training images per class.")] = None,
+    shots: ShotsOption = None,
     eval_data: Annotated[str | None, typer.Option(help="Second source: the drift table.")] = None,
     ss_cxr: Annotated[str, typer.Option("--ss-cxr", help="The pretrained backbone `ss-cxr` stands for.")] = "spcxr/vit-s",
-    config: Annotated[str, typer.Option(help="ViT preset (vit-s, tiny) or JSON file, for `scratch`.")] = "vit-s",
-    epochs: Annotated[int | None, typer.Option(help="Default: the task's.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Default: the task's.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate. Default: the task's.")] = None,
-    layer_decay: Annotated[float | None, typer.Option(help="Layer-wise lr decay (ViTs). Default: the task's.")] = None,
-    weight_decay: Annotated[float | None, typer.Option()] = None,
-    warmup_epochs: Annotated[int | None, typer.Option()] = None,
-    drop_path: Annotated[float | None, typer.Option(help="Stochastic depth rate.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Input size of scratch and timm models (ss-cxr keeps its own).")] = None,
-    strict: Annotated[bool, typer.Option(help="Fail on the first undecodable image instead of skipping it.")] = False,
+    config: ConfigOption = "vit-s",
+    epochs: EpochsOption = None,
+    max_steps: MaxStepsOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    layer_decay: LayerDecayOption = None,
+    weight_decay: WeightDecayOption = None,
+    warmup_epochs: WarmupEpochsOption = None,
+    drop_path: DropPathOption = None,
+    image_size: ImageSizeOption = None,
+    strict: StrictOption = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --output-dir.")] = False,
 ):
     """Fine-tune each model with one recipe and seed(s); evaluate; write results.json and the paper-style table."""
@@ -416,10 +440,11 @@ def reproduce(
     chosen = load_task(task)
     parse_models(models.split(","), ss_cxr)  # an unknown name fails here, before any data is read
     run(ReproduceOptions(
-        task=task, data=data, output_dir=output_dir, models=models.split(","), seeds=parse_seeds(seeds), shots=shots,
-        eval_data=eval_data, ss_cxr=ss_cxr, config=config, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        learning_rate=lr, layer_decay=layer_decay, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-        drop_path_rate=drop_path, image_size=image_size, strict=strict, overwrite=overwrite,
+        **recipe(config=config, shots=shots, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                 layer_decay=layer_decay, weight_decay=weight_decay, warmup_epochs=warmup_epochs, drop_path=drop_path,
+                 image_size=image_size, strict=strict),
+        task=task, data=data, output_dir=output_dir, models=models.split(","), seeds=parse_seeds(seeds),
+        eval_data=eval_data, ss_cxr=ss_cxr, overwrite=overwrite,
     ), chosen)
     typer.echo((output_dir / "results.md").read_text())
     typer.echo(f"wrote {output_dir / 'results.json'} and {output_dir / 'results.md'}")

@@ -27,35 +27,23 @@ from .data import TaskDataset, collate, load_records
 from .image_processing_spcxr import SpcxrImageProcessor
 from .modeling_spcxr import SpcxrForImageClassification, SpcxrForSemanticSegmentation
 from .presets import CONFIG_PRESETS
+from .recipe import Recipe
 from .saving import atomic_directory
 from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
 
-@dataclass
-class FinetuneOptions:
+@dataclass(kw_only=True)
+class FinetuneOptions(Recipe):
     task: str
     data: str
     output_dir: Path
     init: str | None = None  # None: the backbone's default (spcxr/vit-s for spcxr, scratch for timm baselines)
-    config: str = "vit-s"
     backbone: str = "spcxr"
-    shots: int | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    layer_decay: float | None = None
-    weight_decay: float | None = None
-    warmup_epochs: int | None = None
-    drop_path_rate: float | None = None
-    image_size: int | None = None
     seed: int = 0
     eval_split: str = "test"
     eval_data: str | None = None
     checkpoint_every: int = 0
     resume: str | None = None
-    strict: bool = False
     overwrite: bool = False
-    progress: bool = True
 
 
 def preset_config(config: str, **fields) -> SpcxrConfig:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backbones import SCRATCH, available_backbones, get_backbone
+from .recipe import Recipe
 from .saving import atomic_directory
 from .tasks import Task
 
@@ -45,29 +46,16 @@ class ModelSpec:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.label).strip("-")
 
 
-@dataclass
-class ReproduceOptions:
+@dataclass(kw_only=True)
+class ReproduceOptions(Recipe):
     task: str
     data: str
     output_dir: Path
     models: list[str]
     seeds: list[int] = field(default_factory=lambda: [0])
-    shots: int | None = None
     eval_data: str | None = None
     ss_cxr: str = DEFAULT_SS_CXR
-    config: str = "vit-s"
-    epochs: int | None = None
-    max_steps: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    layer_decay: float | None = None
-    weight_decay: float | None = None
-    warmup_epochs: int | None = None
-    drop_path_rate: float | None = None
-    image_size: int | None = None
-    strict: bool = False
     overwrite: bool = False
-    progress: bool = True
 
 
 def known_models(registry=None) -> list[str]:
@@ -225,10 +213,7 @@ def reproduce(options: ReproduceOptions, task: Task) -> dict:
     seeds = list(options.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds: expected distinct integers, got {seeds}")
-    recipe = {"epochs": options.epochs, "max_steps": options.max_steps, "batch_size": options.batch_size,
-              "learning_rate": options.learning_rate, "layer_decay": options.layer_decay,
-              "weight_decay": options.weight_decay, "warmup_epochs": options.warmup_epochs,
-              "drop_path_rate": options.drop_path_rate, "image_size": options.image_size, "config": options.config}
+    recipe = options.recipe()
     drift_records = load_records(task, options.eval_data, "test") if options.eval_data else None
 
     runs = []
@@ -238,12 +223,8 @@ def reproduce(options: ReproduceOptions, task: Task) -> dict:
                 relative = Path("runs") / f"{spec.slug}-seed{seed}"
                 run_dir = staging / relative
                 report = finetune(FinetuneOptions(
-                    task=task.name, data=options.data, output_dir=run_dir, init=spec.init, backbone=spec.backbone,
-                    config=options.config, shots=options.shots, epochs=options.epochs, max_steps=options.max_steps,
-                    batch_size=options.batch_size, learning_rate=options.learning_rate,
-                    layer_decay=options.layer_decay, weight_decay=options.weight_decay,
-                    warmup_epochs=options.warmup_epochs, drop_path_rate=options.drop_path_rate,
-                    image_size=options.image_size, seed=seed, strict=options.strict, progress=options.progress,
+                    **recipe, task=task.name, data=options.data, output_dir=run_dir, init=spec.init,
+                    backbone=spec.backbone, seed=seed,
                 ), task)
                 log = json.loads((run_dir / "training_log.json").read_text())
                 run = {"model": spec.label, "backbone": spec.backbone, "init": log["options"]["init"], "seed": seed,
@@ -269,7 +250,7 @@ def reproduce(options: ReproduceOptions, task: Task) -> dict:
             "shots": options.shots,
             "seeds": seeds,
             "models": [{"label": s.label, "backbone": s.backbone, "init": s.init} for s in specs],
-            "recipe": recipe,
+            "recipe": {k: v for k, v in recipe.items() if k not in ("shots", "strict", "progress")},
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
             "runs": runs,
             "table": summarise(runs, "test", task, dataset, specs),

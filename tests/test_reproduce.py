@@ -53,7 +53,8 @@ def reproduced(kermany, ss_cxr, tmp_path_factory):
     other_hospital = kermany_layout(tmp_path_factory.mktemp("other"), 1, 7)
     out = tmp_path_factory.mktemp("reproduce") / "out"
     result = spcxr("reproduce", "pneumonia", "--data", kermany, "--models", ",".join(MODELS), "--shots", 10,
-                   "--ss-cxr", ss_cxr, "--eval-data", other_hospital, "--output-dir", out, *RECIPE)
+                   "--ss-cxr", ss_cxr, "--eval-data", other_hospital, "--output-dir", out, "--weight-decay", "0.01",
+                   "--warmup-epochs", "0", *RECIPE)
     return out, result.output
 
 
@@ -95,6 +96,18 @@ def test_reproduce_records_every_run_and_keeps_its_model(reproduced):
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["scratch-seed0", "ss-cxr-seed0",
                                                                  "timm-densenet121-seed0"]
     assert results["recipe"]["max_steps"] == 1 and results["options"]["ss_cxr"].endswith("backbone")
+
+
+def test_every_run_is_fine_tuned_with_the_one_recipe_given(reproduced):
+    out, _ = reproduced
+    results = json.loads((out / "results.json").read_text())
+    given = {"config": "tiny", "image_size": 64, "max_steps": 1, "batch_size": 4, "weight_decay": 0.01,
+             "warmup_epochs": 0}
+    assert {key: results["recipe"][key] for key in given} == given
+    for run in results["runs"]:
+        options = json.loads((out / run["dir"] / "training_log.json").read_text())["options"]
+        assert {key: options[key] for key in given} == given and options["shots"] == 10
+        assert options["seed"] == run["seed"] and options["backbone"] == run["backbone"]
 
 
 def test_eval_data_adds_a_drift_table(reproduced):
