@@ -114,6 +114,8 @@ def number(value: float, unit: str) -> str:
         return f"{value:.2f} s"
     if unit == "%":
         return f"{value:.2f}%"
+    if unit == "Dice":
+        return f"{value:.4f}"
     return f"{value:.1f} {unit}" if value >= 10 else f"{value:.2f} {unit}"
 
 

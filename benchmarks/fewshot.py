@@ -12,6 +12,8 @@ def measure(settings: Settings) -> list[Row]:
     argv = ["--threads", str(settings.threads), "--output-dir", str(settings.output_dir)]
     args = fewshot_lungseg.parse(argv + (["--quick"] if settings.quick else []))
     summary = fewshot_lungseg.run(args)
+    summary["command"] = "python -m benchmarks.fewshot_lungseg" + (" --quick" if settings.quick else "") + (
+        f" --threads {settings.threads}" if settings.threads != 2 else "")  # the same run on its own
     fewshot_lungseg.write(summary, args.output_dir)
     means, diff = summary["summary"], summary["paired"]
     return [Row(
