@@ -81,12 +81,15 @@ ImageSizeOption = Annotated[int | None, typer.Option(help="Input size of scratch
 StrictOption = Annotated[bool, typer.Option(help="Fail on the first undecodable image instead of skipping it.")]
 
 
-def recipe(*, config, shots, epochs, max_steps, batch_size, lr, layer_decay, weight_decay, warmup_epochs, drop_path,
-           image_size, strict) -> dict:
-    """The shared options as `Recipe` fields (the CLI says --lr and --drop-path for brevity)."""
-    return dict(config=config, shots=shots, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                learning_rate=lr, layer_decay=layer_decay, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                drop_path_rate=drop_path, image_size=image_size, strict=strict)
+RECIPE_OPTIONS = {"config": "config", "shots": "shots", "epochs": "epochs", "max_steps": "max_steps",
+                  "batch_size": "batch_size", "lr": "learning_rate", "layer_decay": "layer_decay",
+                  "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "drop_path": "drop_path_rate",
+                  "image_size": "image_size", "strict": "strict"}
+
+
+def recipe(arguments: dict) -> dict:
+    """The shared options among a command's arguments, as `Recipe` fields (the CLI says --lr, --drop-path)."""
+    return {field: arguments[option] for option, field in RECIPE_OPTIONS.items()}
 
 
 def load_task(name: str):
@@ -148,9 +151,7 @@ def finetune(
 
     chosen = load_task(task)
     report = run(FinetuneOptions(
-        **recipe(config=config, shots=shots, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
-                 layer_decay=layer_decay, weight_decay=weight_decay, warmup_epochs=warmup_epochs, drop_path=drop_path,
-                 image_size=image_size, strict=strict),
+        **recipe(locals()),
         task=task, data=data, output_dir=output_dir, init=init, backbone=backbone, seed=seed, eval_split=eval_split,
         eval_data=eval_data, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
     ), chosen)
@@ -440,9 +441,7 @@ def reproduce(
     chosen = load_task(task)
     parse_models(models.split(","), ss_cxr)  # an unknown name fails here, before any data is read
     run(ReproduceOptions(
-        **recipe(config=config, shots=shots, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
-                 layer_decay=layer_decay, weight_decay=weight_decay, warmup_epochs=warmup_epochs, drop_path=drop_path,
-                 image_size=image_size, strict=strict),
+        **recipe(locals()),
         task=task, data=data, output_dir=output_dir, models=models.split(","), seeds=parse_seeds(seeds),
         eval_data=eval_data, ss_cxr=ss_cxr, overwrite=overwrite,
     ), chosen)

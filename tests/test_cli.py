@@ -196,3 +196,16 @@ def test_existing_output_directory_is_not_overwritten(layouts, tmp_path):
 def test_predict_on_a_missing_file_is_one_line(trained, tmp_path):
     result = spcxr("predict", "--model", trained / "pneumonia", tmp_path / "nope.png", expect=2)
     assert result.output.strip() == f"error: {tmp_path / 'nope.png'}: no such file or folder"
+
+
+def test_the_recipe_options_cover_every_recipe_field():
+    """finetune and reproduce declare the recipe once (cli.RECIPE_OPTIONS); a new Recipe field must appear there."""
+    import inspect
+    from dataclasses import fields
+
+    from spcxr_hub import cli
+    from spcxr_hub.recipe import Recipe
+
+    assert sorted(cli.RECIPE_OPTIONS.values()) == sorted(f.name for f in fields(Recipe) if f.name != "progress")
+    for command in (cli.finetune, cli.reproduce):
+        assert set(cli.RECIPE_OPTIONS) <= set(inspect.signature(command).parameters)
