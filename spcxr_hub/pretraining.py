@@ -1042,7 +1042,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except UsageError as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        # One write call: under `accelerate launch` (unbuffered) every process reports at once, and print's separate
+        # newline write would let their lines run together.
+        sys.stderr.write(f"{PROG}: error: {_one_line(error)}\n")
         return 2
 
 
