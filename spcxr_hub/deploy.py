@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .imaging import DEFAULT_MAX_PIXELS, load_image, to_model_size
+from .vit_layers import SpcxrEmbeddings, linear_plus
 
 __all__ = [
     "LEAN_CONFIG_DEFAULTS",
@@ -62,6 +63,7 @@ LEAN_CONFIG_DEFAULTS = {
     "num_channels": 1,
     "qkv_bias": True,
     "classifier_pooling": "cls",
+    "hidden_dropout_prob": 0.0,
 }
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -75,41 +77,6 @@ LEAN_ARCHITECTURE = "SpcxrForImageClassification"
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The lean classifier: SpcxrForImageClassification's module tree and operations, on nn.Module alone
-
-
-class _PatchEmbeddings(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.patch_size = config.patch_size
-        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
-
-
-class _Embeddings(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.grid_size = config.image_size // config.patch_size
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + self.grid_size**2, config.hidden_size))
-        self.patch_embeddings = _PatchEmbeddings(config)
-
-    def position_embeddings_for(self, grid: tuple[int, int]) -> torch.Tensor:
-        if grid == (self.grid_size, self.grid_size):
-            return self.position_embeddings
-        cls_pos, patch_pos = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
-        dim = patch_pos.shape[-1]
-        patch_pos = patch_pos.reshape(1, self.grid_size, self.grid_size, dim).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos.float(), size=grid, mode="bicubic", align_corners=False)
-        patch_pos = patch_pos.to(cls_pos.dtype).permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], dim)
-        return torch.cat([cls_pos, patch_pos], dim=1)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        patch = self.patch_embeddings.patch_size
-        if pixel_values.shape[-2] % patch or pixel_values.shape[-1] % patch:
-            raise ValueError(f"pixel_values of size {tuple(pixel_values.shape[-2:])} is not a multiple of the patch size {patch}")
-        grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
-        tokens = self.patch_embeddings.projection(pixel_values).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        return tokens + self.position_embeddings_for(grid)
 
 
 class _Attention(nn.Module):
@@ -144,26 +111,16 @@ class _Layer(nn.Module):
         self.mlp = _MLP(config)
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
-        hidden_states = _linear_plus(self.attention.proj, self.attention.attend(self.norm1(hidden_states)), hidden_states)
+        hidden_states = linear_plus(self.attention.proj, self.attention.attend(self.norm1(hidden_states)), hidden_states)
         mlp = self.mlp
-        return _linear_plus(mlp.fc2, mlp.act(mlp.fc1(self.norm2(hidden_states))), hidden_states), None
-
-
-def _linear_plus(linear: nn.Linear, inputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """residual + linear(inputs) through addmm, as `modeling_spcxr.linear_plus` computes it (same rounding)."""
-    if type(linear) is not nn.Linear or torch.is_autocast_enabled(residual.device.type):
-        return residual + linear(inputs)
-    shape = residual.shape
-    start = residual.reshape(-1, shape[-1])
-    start = start + linear.bias if linear.bias is not None else start.clone()
-    return torch.addmm(start, inputs.reshape(-1, inputs.shape[-1]), linear.weight.t()).view(shape)
+        return linear_plus(mlp.fc2, mlp.act(mlp.fc1(self.norm2(hidden_states))), hidden_states), None
 
 
 class _Backbone(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.embeddings = _Embeddings(config)
+        self.embeddings = SpcxrEmbeddings(config)
         self.layers = nn.ModuleList(_Layer(config) for _ in range(config.num_hidden_layers))
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 

@@ -74,7 +74,8 @@ def test_save_writes_an_auto_map_for_every_auto_class_and_the_code(tmp_path):
                              "AutoModelForSemanticSegmentation", "AutoImageProcessor"}
     processor_map = json.loads((directory / "preprocessor_config.json").read_text())["auto_map"]
     assert processor_map["AutoImageProcessor"].endswith("SpcxrImageProcessor")
-    for name in ("configuration_spcxr.py", "modeling_spcxr.py", "image_processing_spcxr.py", "imaging.py"):
+    for name in ("configuration_spcxr.py", "modeling_spcxr.py", "vit_layers.py", "image_processing_spcxr.py",
+                 "imaging.py"):
         assert (directory / name).is_file(), name
     assert (directory / "model.safetensors").is_file()
 

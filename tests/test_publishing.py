@@ -51,7 +51,7 @@ def test_export_writes_a_complete_hub_repository(tmp_path):
     repo = export_repository(model, tmp_path / "repo", repo_id="org/pneumonia-demo")
     files = set(snapshot(repo))
     assert {"model.safetensors", "config.json", "preprocessor_config.json", "configuration_spcxr.py",
-            "modeling_spcxr.py", "image_processing_spcxr.py", "imaging.py", "README.md", "metrics.json",
+            "modeling_spcxr.py", "vit_layers.py", "image_processing_spcxr.py", "imaging.py", "README.md", "metrics.json",
             "training_log.json", "loss_curve.png", "examples/chest-1.png", "examples/chest-2.png"} <= files
     assert "notes.txt" not in files and not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
     assert json.loads((repo / "config.json").read_text())["auto_map"]["AutoModelForImageClassification"]
