@@ -627,19 +627,11 @@ def render_card(model_dir: str | os.PathLike, *, repo_id: str | None = None, exa
     return build_card(model_dir, repo_id=repo_id, example_images=example_images, **options).card
 
 
-def publishable_mode(path: Path) -> None:
-    """The temporary files behind atomic writes are private (0600/0700); a card is meant to be read."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def write_bundle(bundle: CardBundle, output_dir: Path) -> Path:
     """Example images first (the folder replaced at once), then README.md renamed into place."""
     output_dir.mkdir(parents=True, exist_ok=True)
     if bundle.files:
         with atomic_directory(output_dir / EXAMPLES_DIR, overwrite=True) as staging:
-            publishable_mode(staging)
             for name, content in bundle.files.items():
                 target = staging / Path(name).relative_to(EXAMPLES_DIR)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -647,7 +639,6 @@ def write_bundle(bundle: CardBundle, output_dir: Path) -> Path:
     readme = output_dir / "README.md"
     with atomic_file(readme) as staging:
         staging.write_text(str(bundle.card), encoding="utf-8")
-        publishable_mode(staging)
     return readme
 
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .cards import (METRICS, PICKLE_SUFFIXES, PRETRAINING_SUMMARY, TRAINING_LOG, UNSET, build_card, publishable_mode,
+from .cards import (METRICS, PICKLE_SUFFIXES, PRETRAINING_SUMMARY, TRAINING_LOG, UNSET, build_card,
                     training_summary_for, write_bundle)
 from .saving import atomic_directory
 
@@ -108,7 +108,6 @@ def export_repository(model_dir: str | os.PathLike, repo_dir: str | os.PathLike,
     if repo_dir.resolve() == model_dir.resolve():
         raise PublishError(f"{repo_dir}: the repository folder must differ from the model directory")
     with atomic_directory(repo_dir, overwrite=overwrite) as staging:
-        publishable_mode(staging)
         copy_model_files(model_dir, staging)
         if training_summary is not None:
             summary, flavour = training_summary_for(model_dir, training_summary)

@@ -188,3 +188,17 @@ def test_export_of_a_backbone_publishes_its_pretraining_summary(tmp_path):
     card = ModelCard((repo / "README.md").read_text())
     assert card.data.pipeline_tag == "image-feature-extraction" and "synthetic-data" in card.data.tags
     assert card.data.eval_results is None and "Not evaluated" in card.text
+
+
+def test_exported_repository_and_card_get_ordinary_permissions(tmp_path):
+    """Atomic writes stage in private temporary paths; what a person publishes must be readable like any file."""
+    model = make_model(tmp_path, "pneumonia", synthetic=True)
+    old = os.umask(0o022)
+    try:
+        repo = export_repository(model, tmp_path / "repo", repo_id="org/pneumonia-demo")
+    finally:
+        os.umask(old)
+    assert repo.stat().st_mode & 0o777 == 0o755
+    assert (repo / "examples").stat().st_mode & 0o777 == 0o755
+    for name in ("README.md", "config.json", "examples/chest-1.png"):
+        assert (repo / name).stat().st_mode & 0o777 == 0o644, name
