@@ -82,6 +82,8 @@ def main() -> None:
         shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
         print(f"{name:<20} {shown}")
     print(f"\nPreviews: {out / 'pretrain' / 'previews'}; plots and model cards in each model folder under {out}.")
+    print("One seed at 64² says little about pretraining vs scratch; for the paired multi-seed comparison (P5), run "
+          "`python -m benchmarks.fewshot_lungseg`.")
 
 
 if __name__ == "__main__":
