@@ -164,15 +164,12 @@ def paired(pretrained: list[float], scratch: list[float]) -> dict:
 def summarise(results: dict, args: argparse.Namespace, backbone: str, seconds: dict) -> dict:
     from spcxr_hub.plugins import get_task
 
-    def dice(label):
-        return [run["test"]["metrics"]["dice"] for run in sorted(results["runs"], key=lambda r: r["seed"])
-                if run["model"] == label]
-
-    labels = {run["model"] for run in results["runs"]}
-    ss_label = next(label for label in labels if label.startswith(SS_CXR))
-    scores = {SS_CXR: dice(ss_label), SCRATCH: dice(SCRATCH)}
-    stats = {name: {"mean": sum(v) / len(v), "std": math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1))}
-             for name, v in scores.items()}
+    # reproduce's table has one row per (metric, model), values in seed order: its mean ± std are ours too.
+    rows = {row["model"].split("=")[0]: row for row in results["table"] if row["metric"] == "dice"}
+    if any(None in rows[name]["values"] for name in (SS_CXR, SCRATCH)):
+        raise SystemExit("fewshot_lungseg: a run has no Dice (an empty held-out split?)")
+    scores = {name: rows[name]["values"] for name in (SS_CXR, SCRATCH)}
+    stats = {name: {"mean": rows[name]["mean"], "std": rows[name]["std"]} for name in (SS_CXR, SCRATCH)}
     return {
         "command": " ".join(["python -m benchmarks.fewshot_lungseg", *args.argv]),
         "quick": args.quick,
