@@ -10,10 +10,15 @@ ROOT = Path(__file__).parents[1]
 MEASURES = {"P1", "P2", "P3", "P4", "P5", "P6"}
 
 
-def benchmarks(*args, timeout=600):
+def python_m(module, *args, timeout=600):
+    """`python -m module args…` from the repository root, offline, as a user runs the benchmarks."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "benchmarks", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def benchmarks(*args, timeout=600):
+    return python_m("benchmarks", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

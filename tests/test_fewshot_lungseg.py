@@ -1,8 +1,6 @@
 """P5, the few-shot experiment: pretrained vs scratch UNETR on the Montgomery layout, paired over seeds."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,12 +10,11 @@ ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import fewshot_lungseg  # noqa: E402
+from test_benchmarks import python_m  # noqa: E402
 
 
 def fewshot(*args, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "benchmarks.fewshot_lungseg", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return python_m("benchmarks.fewshot_lungseg", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
