@@ -1,4 +1,4 @@
-"""Model cards: `README.md` of a model directory, rendered from the Jinja templates in `model_cards/` with
+"""Model cards: `README.md` of a model directory, rendered from the Jinja templates in `card_templates/` with
 `huggingface_hub.ModelCard`.
 
 Everything a card states is read from the directory: `config.json` (the kind of model, its size and labels),
@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UsageError
 from .saving import atomic_directory, atomic_file
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "card_templates"  # package data: installed with the wheel
 TEMPLATES = {"backbone": "backbone.md.j2", "classification": "classification.md.j2",
              "segmentation": "segmentation.md.j2"}
 PIPELINE_TAGS = {"backbone": "image-feature-extraction", "classification": "image-classification",
