@@ -7,6 +7,22 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 
+def _round_half_up(value: float) -> int:
+    return int(value + 0.5)
+
+
+def default_reconstruction_layers(depth: int) -> list[int]:
+    """GMML's blocks for a depth: four evenly spaced from the middle to the last (12 → 6, 8, 10, 12), without repeats."""
+    if depth <= 0:
+        return []  # validate_geometry reports the depth itself
+    return sorted({_round_half_up(depth / 2 + i * depth / 6) for i in range(4)} - {0})
+
+
+def default_skip_layers(depth: int) -> list[int]:
+    """UNETR's skip blocks for a depth: at depth/4, depth/2 and 3·depth/4 (12 → 3, 6, 9), at least block 1."""
+    return [min(max(1, _round_half_up(depth * i / 4)), max(depth, 1)) for i in (1, 2, 3)]
+
+
 @strict
 class SpcxrConfig(PreTrainedConfig):
     r"""
@@ -25,10 +41,12 @@ class SpcxrConfig(PreTrainedConfig):
         classifier_pooling: `"cls"` (the CLS token) or `"mean"` (mean of the patch tokens) for classification.
         mask_ratio: GMML's upper bound p on the corrupted-area fraction; each image draws U[min(0.5, p), p].
         mask_fill: GMML corruption fill, `"noise"` (N(0, 1) in the normalised image) or `"zeros"`.
-        reconstruction_layers: 1-based blocks whose outputs are averaged for the reconstruction head.
+        reconstruction_layers: 1-based blocks whose outputs are averaged for the reconstruction head; by default four
+            evenly spaced blocks ending at the last (6, 8, 10, 12 for ViT-S), following `num_hidden_layers`.
         reconstruction_masked_only: L1 reconstruction loss over corrupted pixels only (GMML) or over all pixels.
         segmentation_feature_size: channel width of the UNETR decoder.
-        segmentation_skip_layers: 1-based blocks feeding the UNETR skip connections (the final output is always used).
+        segmentation_skip_layers: 1-based blocks feeding the UNETR skip connections (the final output is always used);
+            by default at a quarter, half and three quarters of the depth (3, 6, 9 for ViT-S).
         segmentation_dice_weight: weight of the soft-Dice term added to cross-entropy for segmentation.
     """
 
@@ -51,14 +69,19 @@ class SpcxrConfig(PreTrainedConfig):
     classifier_pooling: str = "cls"
     mask_ratio: float = 0.75
     mask_fill: str = "noise"
-    reconstruction_layers: list[int] | tuple[int, ...] = (6, 8, 10, 12)
+    reconstruction_layers: list[int] | tuple[int, ...] | None = None
     reconstruction_masked_only: bool = True
     segmentation_feature_size: int = 16
-    segmentation_skip_layers: list[int] | tuple[int, ...] = (3, 6, 9)
+    segmentation_skip_layers: list[int] | tuple[int, ...] | None = None
     segmentation_dice_weight: float = 1.0
 
     def __post_init__(self, **kwargs):
-        # JSON turns tuples into lists; keep one representation so configs compare equal after a round trip.
+        # Layer indices that were not given follow the depth, so any num_hidden_layers builds; given ones are
+        # validated. JSON turns tuples into lists: keep lists so configs compare equal after a round trip.
+        if self.reconstruction_layers is None:
+            self.reconstruction_layers = default_reconstruction_layers(self.num_hidden_layers)
+        if self.segmentation_skip_layers is None:
+            self.segmentation_skip_layers = default_skip_layers(self.num_hidden_layers)
         self.reconstruction_layers = list(self.reconstruction_layers)
         self.segmentation_skip_layers = list(self.segmentation_skip_layers)
         super().__post_init__(**kwargs)

@@ -83,8 +83,6 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], **overrides) -> 
         patch_size=patch,
         image_size=grid * patch,
         qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
-        reconstruction_layers=[i for i in (6, 8, 10, 12) if i <= depth] or [depth],
-        segmentation_skip_layers=[max(1, depth * k // 4) for k in (1, 2, 3)],
     )
     fields.update(overrides)
     return SpcxrConfig(**fields)

@@ -5,7 +5,6 @@ CONFIG_PRESETS: dict[str, dict] = {
     # A ViT small enough to pretrain and fine-tune in seconds on a CPU: tests, the demo, few-shot experiments.
     "tiny": dict(
         hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, image_size=64,
-        patch_size=16, classifier_pooling="mean", reconstruction_layers=[2, 3, 4], segmentation_skip_layers=[1, 2, 3],
-        segmentation_feature_size=8,
+        patch_size=16, classifier_pooling="mean", segmentation_feature_size=8,
     ),
 }

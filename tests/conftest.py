@@ -21,8 +21,6 @@ def tiny_config_kwargs(**overrides):
         intermediate_size=64,
         image_size=64,
         patch_size=16,
-        reconstruction_layers=[2, 3, 4],
-        segmentation_skip_layers=[1, 2, 3],
         segmentation_feature_size=4,
     )
     fields.update(overrides)
