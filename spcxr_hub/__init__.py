@@ -86,8 +86,6 @@ def _register_image_processor():
     from .image_processing_spcxr import SpcxrImageProcessor
 
     AutoImageProcessor.register(SpcxrConfig, slow_image_processor_class=SpcxrImageProcessor, exist_ok=True)
-    # Saving a processor writes its auto_map and copies its code (and imaging.py, which it imports relatively).
-    SpcxrImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
 _REGISTRATIONS = {

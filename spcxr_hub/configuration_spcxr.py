@@ -51,6 +51,7 @@ class SpcxrConfig(PreTrainedConfig):
     """
 
     model_type = "spcxr"
+    _auto_class = "AutoConfig"  # a saved config always carries its auto_map and code (see SpcxrImageProcessor)
 
     hidden_size: int = 384
     num_hidden_layers: int = 12

@@ -37,6 +37,9 @@ class SpcxrImageProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values"]
+    # Declared here rather than registered at import time, so every save writes the auto_map and copies this file
+    # (and imaging.py) whatever was imported first: the saved folder then loads where the project is not installed.
+    _auto_class = "AutoImageProcessor"
 
     def __init__(
         self,
