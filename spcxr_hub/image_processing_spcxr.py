@@ -22,6 +22,11 @@ import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
+try:
+    from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
+except ImportError:  # older transformers 5.x: the same two fields on a plain BatchFeature
+    SemanticSegmentationPostProcessorOutput = BatchFeature
+
 from .imaging import DEFAULT_MAX_PIXELS, letterbox_geometry, load_image, resize_array, to_model_size  # noqa: F401 (resize_array: re-exported)
 
 
@@ -100,22 +105,38 @@ class SpcxrImageProcessor(BaseImageProcessor):
             raise ValueError(f"images have different sizes {sorted(shapes)}; enable do_resize to batch them")
         return BatchFeature(data={"pixel_values": np.stack(arrays)}, tensor_type=return_tensors)
 
-    def post_process_semantic_segmentation(self, outputs, target_sizes: Sequence[tuple[int, int]] | None = None):
+    def post_process_semantic_segmentation(
+        self,
+        outputs,
+        target_sizes: Sequence[tuple[int, int]] | None = None,
+        return_segmentation_scores: bool = False,
+    ):
         """Class-id masks: a list of (H, W) long tensors, at `target_sizes` (the original images' sizes) when given,
-        undoing the letterbox of `resize_mode="pad"`; otherwise at the model's input size."""
+        undoing the letterbox of `resize_mode="pad"`; otherwise at the model's input size.
+
+        With `return_segmentation_scores=True` (as transformers' processors), each item is instead a
+        `SemanticSegmentationPostProcessorOutput` with `segmentation` (that mask) and `segmentation_scores`, the
+        logits (num_labels, H, W) at the same size, before softmax."""
         logits = outputs.logits if hasattr(outputs, "logits") else outputs["logits"]
         if target_sizes is None:
-            return list(logits.argmax(dim=1))
-        if len(target_sizes) != len(logits):
-            raise ValueError(f"got {len(target_sizes)} target_sizes for a batch of {len(logits)}")
-        masks = []
-        for item, (height, width) in zip(logits, target_sizes):
-            if self.resize_mode == "pad" and self.do_resize:
-                top, left, new_h, new_w = letterbox_geometry(int(height), int(width), tuple(item.shape[-2:]))
-                item = item[:, top : top + new_h, left : left + new_w]
-            item = F.interpolate(item[None].float(), size=(int(height), int(width)), mode="bilinear", align_corners=False)
-            masks.append(item[0].argmax(dim=0))
-        return masks
+            scores = list(logits)
+        else:
+            if len(target_sizes) != len(logits):
+                raise ValueError(f"got {len(target_sizes)} target_sizes for a batch of {len(logits)}")
+            scores = []
+            for item, (height, width) in zip(logits, target_sizes):
+                if self.resize_mode == "pad" and self.do_resize:
+                    top, left, new_h, new_w = letterbox_geometry(int(height), int(width), tuple(item.shape[-2:]))
+                    item = item[:, top : top + new_h, left : left + new_w]
+                size = (int(height), int(width))
+                scores.append(F.interpolate(item[None].float(), size=size, mode="bilinear", align_corners=False)[0])
+        masks = [item.argmax(dim=0) for item in scores]
+        if not return_segmentation_scores:
+            return masks
+        return [
+            SemanticSegmentationPostProcessorOutput(data={"segmentation": mask, "segmentation_scores": item})
+            for mask, item in zip(masks, scores)
+        ]
 
 
 __all__ = ["SpcxrImageProcessor"]

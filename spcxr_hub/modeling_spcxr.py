@@ -188,14 +188,22 @@ class SpcxrModel(SpcxrPreTrainedModel):
 
     `hidden_states` (when requested) has `num_hidden_layers + 1` entries: the embeddings, then each block's output.
     `pooler_output` is the normalised CLS token (or the mean patch token with `classifier_pooling="mean"`).
+    `add_final_layernorm=False` builds it without that LayerNorm (the GMML head's backbone).
     """
 
-    def __init__(self, config: SpcxrConfig):
+    def __init__(self, config: SpcxrConfig, add_final_layernorm: bool = True):
         super().__init__(config)
         self.embeddings = SpcxrEmbeddings(config)
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # Plain Python, not torch.linspace(...).tolist(): that reads a tensor, which fails under meta-device
+        # construction (accelerate's init_empty_weights, low-memory loading, FSDP).
+        last = max(config.num_hidden_layers - 1, 1)
+        rates = [config.drop_path_rate * i / last for i in range(config.num_hidden_layers)]
         self.layers = nn.ModuleList(SpcxrLayer(config, rate) for rate in rates)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # Without the final LayerNorm (timm's convention: an Identity in its place) for heads that read the blocks'
+        # outputs instead (GMML reconstruction): a parameter no loss reaches breaks DDP and Trainer.
+        self.layernorm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_layernorm else nn.Identity()
+        )
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -292,9 +300,14 @@ class SpcxrForMaskedImageModeling(SpcxrPreTrainedModel):
     `spcxr_hub.gmml.corrupt`) so a forward pass is deterministic. The loss is computed when `labels` is given.
     """
 
+    # The backbone here has no final LayerNorm (see __init__): a backbone checkpoint's norm is dropped on loading.
+    _keys_to_ignore_on_load_unexpected = [r"^(spcxr\.)?layernorm\."]
+
     def __init__(self, config: SpcxrConfig):
         super().__init__(config)
-        self.spcxr = SpcxrModel(config)
+        # The head reads the blocks' outputs, never the final LayerNorm's: left in, that norm gets no gradient
+        # (DDP's unused-parameter error). A backbone saved from here gets the norm at its init, weight 1 and bias 0.
+        self.spcxr = SpcxrModel(config, add_final_layernorm=False)
         self.decoder = SpcxrReconstructionHead(config)
         self.post_init()
 
@@ -308,6 +321,7 @@ class SpcxrForMaskedImageModeling(SpcxrPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> MaskedImageModelingOutput | tuple:
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.spcxr(pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True)
         patch = self.config.patch_size
@@ -460,6 +474,7 @@ class SpcxrForSemanticSegmentation(SpcxrPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> SemanticSegmenterOutput | tuple:
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.spcxr(pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True)
         grid = (pixel_values.shape[-2] // 16, pixel_values.shape[-1] // 16)

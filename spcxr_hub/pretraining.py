@@ -963,7 +963,10 @@ def save_backbone(path: Path, state_dict: dict, config: SpcxrConfig, image_size:
     backbone = SpcxrModel(copy.deepcopy(config))
     prefix = "spcxr."
     weights = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
-    backbone.load_state_dict(weights, strict=True)
+    # The pretraining model has no final LayerNorm (GMML never trains it): the backbone's stays at its init (1, 0).
+    missing, unexpected = backbone.load_state_dict(weights, strict=False)
+    if unexpected or set(missing) != {"layernorm.weight", "layernorm.bias"}:
+        raise RuntimeError(f"backbone weights do not match SpcxrModel: missing {missing}, unexpected {unexpected}")
     processor = SpcxrImageProcessor(size={"height": image_size, "width": image_size})
     with atomic_directory(path, overwrite=True) as staging:  # what save_model_directory does, plus the README
         backbone.save_pretrained(staging)
@@ -1006,12 +1009,13 @@ def check_launch(accelerator, environ=os.environ) -> None:
 def freeze_unused_parameters(model) -> list[str]:
     """Freeze the parameters the GMML objective never reaches, and return their names.
 
-    The reconstruction head reads the outputs of `config.reconstruction_layers`, so the backbone's final LayerNorm
-    and any block after the last of those layers get no gradient. Frozen, they keep their initial values (AdamW would
-    skip them anyway) and DDP needs no `find_unused_parameters` (without this it fails at the first backward)."""
+    The reconstruction head reads the outputs of `config.reconstruction_layers`, so any block after the last of those
+    layers gets no gradient (the final LayerNorm the model leaves out itself). Frozen, they keep their initial values
+    (AdamW would skip them anyway) and DDP needs no `find_unused_parameters` (without this it fails at the first
+    backward)."""
     config = model.config
     last = max(config.reconstruction_layers)
-    unused = ("spcxr.layernorm.",) + tuple(f"spcxr.layers.{i}." for i in range(last, config.num_hidden_layers))
+    unused = tuple(f"spcxr.layers.{i}." for i in range(last, config.num_hidden_layers))
     frozen = []
     for name, parameter in model.named_parameters():
         if name.startswith(unused):

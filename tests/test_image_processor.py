@@ -116,3 +116,19 @@ def test_pixel_limit_is_configurable(tmp_path):
     path = synthetic.write_png8(tmp_path / "big.png", np.zeros((200, 200), dtype=np.float32))
     with pytest.raises(ImageDecodeError, match="big.png"):
         SpcxrImageProcessor(size=SIZE, max_pixels=10_000)(str(path))
+
+
+@pytest.mark.parametrize("target_sizes", [None, [(40, 80), (50, 30)]])
+def test_post_processing_can_return_the_scores_beside_each_mask(target_sizes):
+    processor = SpcxrImageProcessor(size=SIZE)
+    logits = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    outputs = SemanticSegmenterOutput(logits=logits)
+    masks = processor.post_process_semantic_segmentation(outputs, target_sizes=target_sizes)
+    scored = processor.post_process_semantic_segmentation(outputs, target_sizes=target_sizes, return_segmentation_scores=True)
+    assert len(scored) == 2
+    for mask, item in zip(masks, scored):
+        assert torch.equal(item.segmentation, mask)
+        assert item.segmentation_scores.shape == (3, *mask.shape)
+        assert torch.equal(item.segmentation_scores.argmax(dim=0), mask)
+    if target_sizes is None:  # no resizing: the scores are the logits themselves (no softmax, as transformers')
+        torch.testing.assert_close(scored[0].segmentation_scores, logits[0])

@@ -191,3 +191,48 @@ def test_reconstruction_head_averages_the_configured_blocks():
     assert model.decoder.to_pixels.kernel_size == (16, 16) and model.decoder.to_pixels.stride == (16, 16)
     linear = [m for m in model.decoder.mlp if isinstance(m, torch.nn.Linear)]
     assert len(linear) == 3
+
+
+@pytest.mark.parametrize("model_class", ALL_MODELS)
+def test_models_build_on_the_meta_device(model_class):
+    # What accelerate's init_empty_weights, low-memory loading and FSDP's meta initialisation do.
+    from accelerate import init_empty_weights
+
+    config = SpcxrConfig(**tiny_config_kwargs(drop_path_rate=0.1))
+    with torch.device("meta"):
+        model = model_class(config)
+    assert all(p.device.type == "meta" for p in model.parameters())
+    with init_empty_weights():
+        model = model_class(config)
+    backbone = model if isinstance(model, SpcxrModel) else model.spcxr
+    assert [layer.drop_path.rate for layer in backbone.layers] == pytest.approx([0.0, 0.1 / 3, 0.2 / 3, 0.1])
+
+
+@pytest.mark.parametrize("model_class", ALL_MODELS)
+def test_config_output_hidden_states_is_honoured_when_the_argument_is_unset(model_class):
+    model = build(model_class, output_hidden_states=True)
+    with torch.no_grad():
+        assert len(model(pixels()).hidden_states) == model.config.num_hidden_layers + 1
+        assert model(pixels(), output_hidden_states=False).hidden_states is None
+    model.config.output_hidden_states = False
+    with torch.no_grad():
+        assert model(pixels()).hidden_states is None
+
+
+def test_masked_image_modeling_gives_every_parameter_a_gradient():
+    # DDP (without find_unused_parameters) and Trainer fail on parameters no loss reaches.
+    config = SpcxrConfig(**tiny_config_kwargs())
+    assert max(config.reconstruction_layers) == config.num_hidden_layers  # the default config's situation
+    model = SpcxrForMaskedImageModeling(config).train()
+    model(pixels(), labels=pixels(seed=1), pixel_mask=torch.ones(2, 1, 64, 64, dtype=torch.bool)).loss.backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_masked_image_modeling_loads_a_backbone_checkpoint_without_its_final_layernorm(tmp_path, caplog):
+    backbone = build(SpcxrModel)
+    backbone.save_pretrained(tmp_path)
+    with caplog.at_level("WARNING"):
+        model = SpcxrForMaskedImageModeling.from_pretrained(tmp_path)
+    assert "layernorm" not in caplog.text
+    torch.testing.assert_close(model.spcxr.layers[0].mlp.fc1.weight, backbone.layers[0].mlp.fc1.weight)
+    assert not any("layernorm" in name for name in model.state_dict() if name.startswith("spcxr."))

@@ -421,7 +421,22 @@ def test_unused_parameters_are_frozen_so_ddp_needs_no_unused_parameter_search():
         x = torch.randn(2, 1, 32, 32)
         model(pixel_values=x, labels=x, pixel_mask=torch.ones(2, 1, 32, 32, dtype=torch.bool)).loss.backward()
         assert sorted(frozen) == sorted(n for n, p in model.named_parameters() if p.grad is None)
-        assert "spcxr.layernorm.weight" in frozen and ("spcxr.layers.3.mlp.fc1.weight" in frozen) == (layers == [2, 3])
+        assert ("spcxr.layers.3.mlp.fc1.weight" in frozen) == (layers == [2, 3])
+        assert not any(name.startswith("spcxr.layernorm.") for name, _ in model.named_parameters())
+
+
+def test_saved_backbone_has_the_trained_blocks_and_the_final_layernorm_at_its_init(tmp_path):
+    from spcxr_hub import SpcxrConfig, SpcxrForMaskedImageModeling, SpcxrModel
+
+    from conftest import tiny_config_kwargs
+
+    config = SpcxrConfig(**tiny_config_kwargs(image_size=32))
+    model = SpcxrForMaskedImageModeling(config)
+    pretraining.save_backbone(tmp_path / "backbone", model.state_dict(), config, 32, "# card\n")
+    backbone = SpcxrModel.from_pretrained(tmp_path / "backbone")
+    torch.testing.assert_close(backbone.layers[3].mlp.fc1.weight, model.spcxr.layers[3].mlp.fc1.weight)
+    torch.testing.assert_close(backbone.layernorm.weight, torch.ones(config.hidden_size))
+    torch.testing.assert_close(backbone.layernorm.bias, torch.zeros(config.hidden_size))
 
 
 # ----------------------------------------------------------------------------------------------------- processes
