@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InputNotFoundError, SpcxrError, UsageError
 from .hookspecs import hookimpl
 from .tasks import SEGMENTATION, Task
 
@@ -39,7 +40,7 @@ LayerMap = tuple[int, Callable[[str], int]]
 """(number of blocks L, parameter name → 0 for embeddings, i + 1 for block i, L + 1 for what follows)."""
 
 
-class UnknownBackboneError(KeyError):
+class UnknownBackboneError(SpcxrError, KeyError):
     def __str__(self):
         return self.args[0]
 
@@ -67,13 +68,13 @@ class Backbone:
     min_image_size: int = 0
 
     def check(self, task: Task, image_size: int | None = None) -> None:
-        """Raises ValueError when this backbone cannot serve `task` (at `image_size`)."""
+        """Raises UsageError when this backbone cannot serve `task` (at `image_size`)."""
         if task.kind == SEGMENTATION and not self.segmentation:
-            raise ValueError(
+            raise UsageError(
                 f"backbone {self.name!r} cannot fine-tune segmentation task {task.name!r}: the UNETR decoder needs a "
                 "ViT token grid; use --backbone spcxr (a timm/DeiT ViT checkpoint converts with `spcxr convert`)")
         if image_size is not None and image_size < self.min_image_size:
-            raise ValueError(f"{self.name} needs --image-size {self.min_image_size} or more, got {image_size}")
+            raise UsageError(f"{self.name} needs --image-size {self.min_image_size} or more, got {image_size}")
 
     def __call__(self, task: Task, init: str, **kwargs):
         self.check(task)
@@ -112,11 +113,11 @@ def read_weights(path: str) -> dict:
                       location / "pytorch_model.bin", *sorted(location.glob("*.pth"))]
         found = [c for c in candidates if c.is_file()]
         if not found:
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"--init {path}: no model.safetensors, *.safetensors, pytorch_model.bin or *.pth inside")
         location = found[0]
     elif not location.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"--init {path}: not a local file or folder; timm backbones take 'scratch' or local weights "
             "(.safetensors, .pth, .bin, or a folder holding them), nothing is downloaded")
     if location.suffix == ".safetensors":
@@ -190,7 +191,7 @@ def build_timm(architecture: str, task: Task, init: str, *, config: str = "vit-s
 
     size = image_size or task.defaults.image_size
     if size < MIN_IMAGE_SIZE.get(architecture, 0):
-        raise ValueError(f"timm:{architecture} needs --image-size {MIN_IMAGE_SIZE[architecture]} or more, got {size}")
+        raise UsageError(f"timm:{architecture} needs --image-size {MIN_IMAGE_SIZE[architecture]} or more, got {size}")
     pretrained = {}
     if init != SCRATCH:
         weights = read_weights(init)
@@ -204,12 +205,12 @@ def build_timm(architecture: str, task: Task, init: str, *, config: str = "vit-s
                 timm_model, model_args = create_timm_model(architecture, len(task.labels), args, **pretrained)
             except RuntimeError as error:  # shape mismatches
                 first = " ".join(str(error).split())[:300]
-                raise ValueError(f"--init {init}: the weights do not fit timm:{architecture} ({first})") from None
+                raise UsageError(f"--init {init}: the weights do not fit timm:{architecture} ({first})") from None
         classifiers = timm_model.pretrained_cfg.get("classifier") or ()
         classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
         missing = [key for key in log.missing_keys if not key.startswith(tuple(f"{c}." for c in classifiers))]
         if missing:
-            raise ValueError(f"--init {init}: {len(missing)} tensors of timm:{architecture} are not in the weights "
+            raise UsageError(f"--init {init}: {len(missing)} tensors of timm:{architecture} are not in the weights "
                              f"(e.g. {', '.join(missing[:3])}); is it a checkpoint of another architecture?")
     wrapper_config = TimmWrapperConfig(architecture=architecture, model_args=model_args, image_size=size,
                                        num_channels=1, **label_fields(task))

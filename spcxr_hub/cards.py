@@ -64,7 +64,7 @@ VIT_S = {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
-class CardError(ValueError):
+class CardError(UsageError):
     """A directory a card cannot be written for; the message names the file or field."""
 
 

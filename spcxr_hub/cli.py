@@ -18,6 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="SS-CXR: a self-supervised foundation model for chest radiographs, with task plugins.")
 
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
 
 
 @app.callback()
@@ -43,15 +44,22 @@ def readable_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from .errors import DEBUG_ENV, SpcxrError, internal_error_line, one_line
+        from .imaging import ImageDecodeError  # Hub remote code: it cannot import errors.py, so it is named here
+
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
-        except Exception as error:
-            if os.environ.get("SPCXR_DEBUG"):
+        except (SpcxrError, ImageDecodeError) as error:
+            if os.environ.get(DEBUG_ENV):
                 raise
-            message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-            fail(" ".join(message.split()) or type(error).__name__)
+            fail(one_line(error))
+        except Exception as error:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            typer.echo(internal_error_line(error), err=True)
+            raise typer.Exit(EXIT_BUG) from None
 
     return wrapper
 
@@ -335,6 +343,8 @@ def predict(
         typer.echo(f"skipped {len(skipped)} unreadable file(s):", err=True)
         for message in skipped:
             typer.echo(f"  {message}", err=True)
+    if not results:  # nothing predicted is a failure, even if the (empty) output was well-formed
+        fail(f"none of the {len(paths)} input file(s) could be read")
 
 
 def classification_result(path: Path, logits, config, top_k: int) -> dict:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .configuration_spcxr import SpcxrConfig
+from .errors import UsageError
 from .modeling_spcxr import SpcxrModel
 
 # Wrappers seen around the backbone in released checkpoints (DDP, DINO/GMML student/teacher, SiT).
@@ -29,7 +30,7 @@ RENAMES = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint that cannot be converted; the message names the file or key and what was expected."""
 
 

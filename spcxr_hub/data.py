@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UsageError
 from .imaging import ImageDecodeError, load_image
 from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
 
@@ -18,11 +19,11 @@ from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
 SYNTHETIC_MARKER = "SYNTHETIC_DATA.md"
 
 
-class LayoutError(ValueError):
+class LayoutError(UsageError):
     """A folder that is not in the layout a task expects; the message names the missing or malformed file."""
 
 
-class UnknownLabelError(ValueError):
+class UnknownLabelError(UsageError):
     """A label in the data that the task does not know; the message names the file (and line) it came from."""
 
 
@@ -49,7 +50,7 @@ def label_index(labels: Sequence[str], name: str, where: str) -> int:
 
 def check_split(task: Task, split: str) -> None:
     if split not in task.splits:
-        raise ValueError(f"task {task.name!r} has no split {split!r}; its splits: {', '.join(task.splits)}")
+        raise UsageError(f"task {task.name!r} has no split {split!r}; its splits: {', '.join(task.splits)}")
 
 
 def load_records(task: Task, source: str | Path, split: str) -> Sequence[dict]:

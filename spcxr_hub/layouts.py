@@ -13,6 +13,7 @@ import numpy as np
 
 from . import synthetic
 from .data import SYNTHETIC_MARKER, LayoutError, UnknownLabelError, require
+from .errors import UsageError
 from .imaging import IMAGE_SUFFIXES
 
 SPLITS_BY_HOLDOUT = ("train", "test")
@@ -57,7 +58,7 @@ def holdout_split(items: Sequence, split: str, *, test_every: int = 5) -> list:
     """The deterministic split of a dataset that ships none: items in the given (sorted) order, every
     `test_every`-th one (`index % test_every == test_every - 1`) is `test`, the others `train`."""
     if split not in SPLITS_BY_HOLDOUT:
-        raise ValueError(f"split must be one of {', '.join(SPLITS_BY_HOLDOUT)}, got {split!r}")
+        raise UsageError(f"split must be one of {', '.join(SPLITS_BY_HOLDOUT)}, got {split!r}")
     wanted = split == "test"
     return [item for index, item in enumerate(items) if (index % test_every == test_every - 1) == wanted]
 

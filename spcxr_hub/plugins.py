@@ -13,16 +13,17 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
+from .errors import SpcxrError
 from .tasks import Task, TaskError
 
 GROUP = "spcxr_hub"
 
 
-class PluginError(RuntimeError):
+class PluginError(SpcxrError, RuntimeError):
     """A plugin that could not be used; the message names the plugin and its distribution."""
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(SpcxrError, KeyError):
     def __str__(self):
         return self.args[0]
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .cards import (METRICS, PICKLE_SUFFIXES, PRETRAINING_SUMMARY, TRAINING_LOG, UNSET, build_card,
                     training_summary_for, write_bundle)
+from .errors import UsageError
 from .saving import atomic_directory
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -26,7 +27,7 @@ LOG_FILES = (METRICS, TRAINING_LOG, PRETRAINING_SUMMARY)
 PLOT_SUFFIX = ".png"
 
 
-class PublishError(ValueError):
+class PublishError(UsageError):
     """A model directory or repository id that cannot be published; the message says why in one line."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backbones import SCRATCH, available_backbones, get_backbone
+from .errors import InputNotFoundError, SpcxrError, UsageError
 from .recipe import Recipe
 from .saving import atomic_directory
 from .tasks import Task
@@ -27,7 +28,7 @@ SS_CXR = "ss-cxr"
 DEFAULT_SS_CXR = "spcxr/vit-s"
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(SpcxrError, KeyError):
     def __str__(self):
         return self.args[0]
 
@@ -71,7 +72,7 @@ def parse_models(names: list[str], ss_cxr: str = DEFAULT_SS_CXR, registry=None) 
         if not label:
             continue
         if label in seen:
-            raise ValueError(f"--models: {label!r} is listed twice")
+            raise UsageError(f"--models: {label!r} is listed twice")
         seen.add(label)
         name, _, weights = label.partition("=")
         if name == SS_CXR:
@@ -79,7 +80,7 @@ def parse_models(names: list[str], ss_cxr: str = DEFAULT_SS_CXR, registry=None) 
             continue
         if name == SCRATCH:
             if weights:
-                raise ValueError(f"--models {label!r}: scratch takes no weights (use ss-cxr=MODEL)")
+                raise UsageError(f"--models {label!r}: scratch takes no weights (use ss-cxr=MODEL)")
             specs.append(ModelSpec(label, "spcxr", SCRATCH))
             continue
         if name != "spcxr":
@@ -93,7 +94,7 @@ def parse_models(names: list[str], ss_cxr: str = DEFAULT_SS_CXR, registry=None) 
             f"unknown model {name!r} in --models; known models: {', '.join(known_models(registry))} "
             "(or timm:<any timm architecture>; NAME=WEIGHTS for given weights)")
     if not specs:
-        raise ValueError("--models: list at least one model, e.g. ss-cxr,scratch,timm:densenet121")
+        raise UsageError("--models: list at least one model, e.g. ss-cxr,scratch,timm:densenet121")
     return specs
 
 
@@ -101,9 +102,9 @@ def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {text!r}: expected distinct comma-separated integers, e.g. 0,1,2")
+        raise UsageError(f"--seeds {text!r}: expected distinct comma-separated integers, e.g. 0,1,2")
     return seeds
 
 
@@ -209,10 +210,10 @@ def reproduce(options: ReproduceOptions, task: Task) -> dict:
 
             SpcxrConfig.from_pretrained(spec.init)
         elif spec.init and spec.init != SCRATCH and not Path(spec.init).exists():
-            raise FileNotFoundError(f"--models {spec.label}: {spec.init} is not a local file or folder")
+            raise InputNotFoundError(f"--models {spec.label}: {spec.init} is not a local file or folder")
     seeds = list(options.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: expected distinct integers, got {seeds}")
+        raise UsageError(f"--seeds: expected distinct integers, got {seeds}")
     recipe = options.recipe()
     drift_records = load_records(task, options.eval_data, "test") if options.eval_data else None
 

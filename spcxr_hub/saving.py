@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import OutputExistsError
+
 
 def _public(path: Path, mode: int) -> None:
     """mkdtemp/mkstemp create private (0700/0600) paths; give the result the modes a plain mkdir/open would."""
@@ -22,7 +24,7 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     A non-empty existing `path` is an error unless `overwrite` is set, so a typo never clobbers a trained model."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise FileExistsError(f"{path}: already exists and is not empty (choose another output directory or overwrite it)")
+        raise OutputExistsError(f"{path}: already exists and is not empty (choose another output directory or overwrite it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     _public(staging, 0o777)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UsageError
+
 SINGLE_LABEL = "single-label"
 MULTI_LABEL = "multi-label"
 SEGMENTATION = "segmentation"
@@ -27,7 +29,7 @@ SyntheticWriter = Callable[[Path, int, int], Path]
 `spcxr_hub.synthetic`, and returns `root`: the demo and tests use it."""
 
 
-class TaskError(ValueError):
+class TaskError(UsageError):
     """A task definition that breaks the contract; the message names the field."""
 
 

@@ -126,7 +126,7 @@ def test_resume_after_a_crash_ends_with_the_same_weights(layouts, tmp_path, monk
         raise RuntimeError("simulated crash after training")
 
     monkeypatch.setattr(spcxr_hub.evaluation, "evaluate_model", crash)
-    spcxr(*args, "--output-dir", tmp_path / "resumed", expect=2)
+    spcxr(*args, "--output-dir", tmp_path / "resumed", expect=1)  # a crash is not bad input
     assert not (tmp_path / "resumed").exists()  # nothing half-written
     checkpoints = tmp_path / "resumed-checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2", "step-4"]
