@@ -130,6 +130,8 @@ def markdown(results: dict) -> str:
         f"{m['threads']} torch threads, torch {m['torch']}, timm {m['timm']}, transformers {m['transformers']}, "
         f"device {m['device']}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}; load average (1/5/15 min) "
         f"{load(m['load_average_before'])} before, {load(m['load_average_after'])} after."
+        + (f" CPU fast path: {m['cpu_fast_path']['name']} ({m['cpu_fast_path']['reason']})."
+           if m.get("cpu_fast_path") else "")
         + (" **--quick: tiny sizes, the numbers mean nothing.**" if results["quick"] else ""),
         "",
         "| measure | ours | peer | ratio | goal | met? |",

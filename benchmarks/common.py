@@ -133,6 +133,12 @@ def machine(threads: int, device: str) -> dict:
         info["onednn_bf16_native"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         info["onednn_bf16_native"] = False
+    from dataclasses import asdict
+
+    from spcxr_hub.deploy import choose_cpu_path
+
+    info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    info["cpu_fast_path"] = asdict(choose_cpu_path())  # what `spcxr predict --fast` runs on this CPU, and why
     return info
 
 

@@ -33,7 +33,7 @@ def measure(settings: Settings) -> list[Row]:
     from sklearn.metrics import roc_auc_score
 
     from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrImageProcessor
-    from spcxr_hub.deploy import bf16_is_native, load_lean_classifier, optimize_for_cpu
+    from spcxr_hub.deploy import choose_cpu_path, load_lean_classifier, optimize_for_cpu
     from spcxr_hub.saving import save_model_directory
 
     torch.set_num_threads(settings.threads)
@@ -80,7 +80,7 @@ def measure(settings: Settings) -> list[Row]:
     (acc32, auc32), (acc_fast, auc_fast) = metrics(reference), metrics(fast)
     agreement = (reference.argmax(-1) == fast.argmax(-1)).float().mean().item()
     cosine = torch.nn.functional.cosine_similarity(reference, fast).min().item()
-    mode = "bf16 fused" if bf16_is_native() else "int8 dynamic"
+    mode = choose_cpu_path().name  # what optimize_for_cpu's "auto" chose above
     what = (f"{sizes['num_hidden_layers']}-block, {sizes['hidden_size']}-wide classifier trained {epochs} epochs on "
             f"{n_train} phantoms, {n_test} held out, {image}²")
     details = {"accuracy_fp32": acc32, "accuracy_deploy": acc_fast, "auroc_fp32": auc32, "auroc_deploy": auc_fast,

@@ -53,7 +53,7 @@ def build_models(settings: Settings) -> dict:
 def measure(settings: Settings) -> list[Row]:
     import torch
 
-    from spcxr_hub.deploy import bf16_is_native, fused_blocks_available, optimize_for_cpu
+    from spcxr_hub.deploy import choose_cpu_path, fused_blocks_available, optimize_for_cpu
 
     torch.set_num_threads(settings.threads)
     device = settings.device
@@ -81,7 +81,8 @@ def measure(settings: Settings) -> list[Row]:
     else:
         # A separate interleaved group, with its own timm fp32 runs: the bf16/AMX kernels must not sit between the
         # fp32 candidates of P1.
-        deploy_mode = "bf16" if bf16_is_native() else "int8"
+        cpu_path = choose_cpu_path()  # the decision `spcxr predict --fast` makes
+        deploy_mode = cpu_path.mode
         fast = optimize_for_cpu(copy.deepcopy(models["ours"]), batch_size=settings.batch_size, mode=deploy_mode)
         ours_int8 = optimize_for_cpu(copy.deepcopy(models["ours"]), mode="int8")
         timm_int8 = optimize_for_cpu(copy.deepcopy(models["timm"]), mode="int8")
@@ -120,12 +121,12 @@ def measure(settings: Settings) -> list[Row]:
         rows.append(Row("P1-GPU", f"inference img/s, ViT-S bf16 ({shape})", "SpcxrModel bf16", rate["ours_bf16"],
                         "timm bf16", rate["timm_bf16"], "img/s", ">= 1.0"))
     else:
-        label = "bf16 + fused oneDNN blocks" if deploy_mode == "bf16" else "dynamic int8 (bf16 not native here)"
+        label = f"{cpu_path.name}; {cpu_path.reason}"
         rows += [
             Row("P4", f"CPU deployment path img/s ({shape})", f"spcxr deploy ({label})", rate["ours_deploy"],
                 "timm vit_small_patch16_224 fp32", rate["timm_fp32"], "img/s", ">= 2.0",
                 notes=f"min cosine of last_hidden_state to fp32 on this batch: {agreement:.5f}",
-                details={"mode": deploy_mode, "min_cosine_to_fp32": agreement}),
+                details={"mode": deploy_mode, "reason": cpu_path.reason, "min_cosine_to_fp32": agreement}),
             Row("P4", f"dynamic int8 Linear layers img/s ({shape})", "SpcxrModel int8", rate["ours_int8"],
                 "timm fp32", rate["timm_fp32"], "img/s", ""),
             Row("P4", f"dynamic int8 Linear layers img/s ({shape})", "timm int8", rate["timm_int8"],

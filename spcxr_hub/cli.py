@@ -40,7 +40,8 @@ def fail(message: str) -> None:
 
 
 def readable_errors(command):
-    """Turns the errors a user can cause into one line on stderr and exit status 2."""
+    """Errors a user can cause become one line on stderr and exit status 2; any other exception is a bug: one line
+    saying so and exit status 1, its traceback shown with SPCXR_DEBUG=1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -192,6 +193,10 @@ def load_for_inference(model: str, trust_remote_code: bool = False, *, lean: boo
     return loaded, processor, segmentation
 
 
+# Where inference runs (spcxr_hub.devices.resolve_device): predict, evaluate and embed.
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")]
+
+
 @app.command()
 @readable_errors
 def evaluate(
@@ -202,13 +207,17 @@ def evaluate(
     output_dir: Annotated[Path | None, typer.Option(help="Default: <model>/eval-<split>.")] = None,
     batch_size: Annotated[int, typer.Option()] = 16,
     strict: Annotated[bool, typer.Option(help="Fail on the first undecodable image.")] = False,
+    device: DeviceOption = "auto",
 ):
     """Evaluate a model on a task's split: metrics JSON, confusion matrix and ROC, or mask overlays."""
     from .data import load_records
+    from .devices import resolve_device
     from .evaluation import check_model_labels, evaluate_model
 
+    target = resolve_device(device)
     chosen = load_task(task)
     loaded, processor, _ = load_for_inference(model)
+    loaded = loaded.to(target)  # evaluate_model runs batches on the model's device
     check_model_labels(loaded, chosen, model)
     records = load_records(chosen, data, split)
     output_dir = output_dir or (Path(model) / f"eval-{split}" if Path(model).is_dir() else Path(f"eval-{task}-{split}"))
@@ -302,33 +311,44 @@ def predict(
     fast: Annotated[bool, typer.Option(
         "--fast", help="Deployment path (spcxr_hub.deploy): on CPUs with AVX-512-BF16/AMX, bf16 with fused oneDNN "
                        "kernels (~5x fp32 for ViT-S; top-1 agrees with fp32, see benchmarks/); other CPUs: dynamic "
-                       "int8; CUDA: bf16.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+                       "int8; CUDA: bf16. Prints the path taken and why on stderr.")] = False,
+    device: DeviceOption = "auto",
     workers: Annotated[int | None, typer.Option(help="Image-decoding threads (default: CPUs, at most 4).")] = None,
 ):
     """Predict labels and scores (classification) or masks (segmentation) for images."""
+    from dataclasses import asdict
+
     import torch
 
+    from .devices import model_device, resolve_device, to_device
+
+    target = resolve_device(device)
     paths = expand_files(files)
     loaded, processor, segmentation = load_for_inference(model, trust_remote_code, lean=True)
     if segmentation and output_dir is None:
         fail("--output-dir is required for a segmentation model (masks and overlays are written there)")
+    fast_path = None
     if fast:
-        from .deploy import optimize
+        from .deploy import choose_fast_path, optimize
 
-        loaded = optimize(loaded, device, batch_size=batch_size)
+        fast_path = choose_fast_path(target)
+        typer.echo(fast_path.line, err=True)  # CPUs of one cloud instance type differ: say which path ran
+        loaded = optimize(loaded, target, batch_size=batch_size, path=fast_path)
     else:
-        loaded = loaded.to(device)
+        loaded = loaded.to(target)
+    where = model_device(loaded)
     results, skipped = [], []
     with torch.inference_mode():
         for batch in decoded_batches(paths, processor, batch_size, strict, skipped, workers):
-            output = loaded(pixel_values=torch.cat([pixels for _, pixels in batch]).to(device))
+            output = loaded(pixel_values=to_device(torch.cat([pixels for _, pixels in batch]), where))
             logits = (output if isinstance(output, torch.Tensor) else output.logits).float().cpu()
             for (path, _), item in zip(batch, logits):
                 if segmentation:
                     results.append(write_segmentation(path, item, processor, loaded.config.id2label, output_dir))
                 else:
                     results.append(classification_result(path, item, loaded.config, top_k))
+                if fast_path is not None:
+                    results[-1]["fast_path"] = asdict(fast_path)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     else:
@@ -391,6 +411,7 @@ def embed(
     output: Annotated[Path, typer.Option(help="Parquet file: file, cls, mean (one row per image).")],
     batch_size: Annotated[int, typer.Option()] = 8,
     strict: Annotated[bool, typer.Option()] = False,
+    device: DeviceOption = "auto",
 ):
     """One embedding per image: the CLS token and the mean patch token of the last layer."""
     import pyarrow as pa
@@ -399,15 +420,19 @@ def embed(
     from transformers import AutoImageProcessor, AutoModel
 
     import spcxr_hub  # noqa: F401
+    from .devices import model_device, resolve_device, to_device
     from .saving import atomic_file
 
+    target = resolve_device(device)
     paths = expand_files(files)
-    backbone = AutoModel.from_pretrained(model).eval()
+    backbone = AutoModel.from_pretrained(model).eval().to(target)
     processor = AutoImageProcessor.from_pretrained(model)
+    where = model_device(backbone)
     rows, skipped = {"file": [], "cls": [], "mean": []}, []
     with torch.inference_mode():
         for batch in decoded_batches(paths, processor, batch_size, strict, skipped):
-            hidden = backbone(pixel_values=torch.cat([p for _, p in batch])).last_hidden_state
+            hidden = backbone(pixel_values=to_device(torch.cat([p for _, p in batch]), where)).last_hidden_state
+            hidden = hidden.float().cpu()
             if hidden.ndim != 3:
                 fail(f"{model}: embed needs a ViT backbone (token sequence); this model returns feature maps")
             rows["file"].extend(str(path) for path, _ in batch)

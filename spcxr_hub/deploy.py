@@ -18,13 +18,15 @@ Two independent pieces, both used by `spcxr predict`:
   it falls back to dynamic int8 quantisation of the Linear layers (`torch.ao.quantization.quantize_dynamic`), which
   is the classic ~1.6× path. Works on the lean classifier and on every transformers SS-CXR model (backbone,
   classifier, segmenter: the decoder runs in bf16 too). On a CUDA device `optimize_for_cuda` casts to bf16 and
-  keeps the SDPA attention.
+  keeps the SDPA attention. `choose_fast_path(device)` says which path runs and why, as data (`spcxr predict --fast`
+prints it, the benchmarks record it).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,10 +40,13 @@ from .vit_layers import SpcxrEmbeddings, linear_plus
 
 __all__ = [
     "LEAN_CONFIG_DEFAULTS",
+    "FastPath",
     "FusedBlock",
     "LeanProcessor",
     "LeanSpcxrClassifier",
     "bf16_is_native",
+    "choose_cpu_path",
+    "choose_fast_path",
     "fused_blocks_available",
     "load_lean_classifier",
     "optimize",
@@ -235,6 +240,56 @@ def bf16_is_native() -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """Which deployment path `optimize` takes on a device, and why: `mode` is what `optimize_for_cpu` is given
+    (`bf16`, `int8`) or `cuda` / `mps`; `name` and `reason` are for people (`spcxr predict --fast` prints `line`,
+    the benchmarks record both)."""
+
+    mode: str
+    name: str
+    reason: str
+
+    @property
+    def line(self) -> str:
+        return f"fast path: {self.name} ({self.reason})"
+
+
+def _native_bf16_unit() -> str:
+    """The CPU feature that makes bf16 native: AMX tiles or AVX-512-BF16 (torch.cpu's probes, private but stable)."""
+    probes = (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported"))
+    for name, probe in probes:
+        try:
+            if getattr(torch.cpu, probe)():
+                return name
+        except (AttributeError, RuntimeError):
+            continue
+    return "oneDNN bf16"
+
+
+def choose_cpu_path() -> FastPath:
+    """The CPU deployment path for this machine: bf16 with fused oneDNN blocks where oneDNN runs bf16 natively
+    (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`), else dynamic int8 Linear layers; the reason names the CPU's
+    vector capability (`torch.backends.cpu.get_cpu_capability()`). Machines of one cloud instance type differ, so
+    this is decided per run, never assumed."""
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    if not fused_blocks_available():
+        return FastPath("int8", "dynamic int8 Linear", f"no oneDNN fused kernels in this PyTorch build: {capability}")
+    if bf16_is_native():
+        return FastPath("bf16", "bf16 + fused oneDNN", f"native bf16: {_native_bf16_unit()}")
+    return FastPath("int8", "dynamic int8 Linear", f"no native bf16 on this CPU: {capability}")
+
+
+def choose_fast_path(device: str | torch.device = "cpu") -> FastPath:
+    """The path `optimize(model, device)` takes: `choose_cpu_path()` on a CPU, bf16 on CUDA, fp32 on MPS."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return FastPath("cuda", "bf16 on CUDA", f"{torch.cuda.get_device_name(device)}, SDPA attention")
+    if device.type == "mps":
+        return FastPath("mps", "fp32 on MPS", "the CPU rewrites do not apply to Apple GPUs")
+    return choose_cpu_path()
+
+
 class _PackedLinear(nn.Module):
     """A Linear with its weight prepacked for oneDNN, optionally fused with GELU or with a residual addition."""
 
@@ -297,7 +352,7 @@ def optimize_for_cpu(model: nn.Module, *, batch_size: int | None = None, mode: s
     (dynamic int8 Linear layers) or `"auto"` (bf16 where native, else int8). `batch_size` is a packing hint only;
     any batch works. The model keeps its interface; transformers heads return bf16 logits in bf16 mode."""
     if mode == "auto":
-        mode = "bf16" if bf16_is_native() else "int8"
+        mode = choose_cpu_path().mode
     model.eval().requires_grad_(False)
     if mode == "int8":
         with warnings.catch_warnings():
@@ -327,8 +382,13 @@ def optimize_for_cuda(model: nn.Module, device: str | torch.device = "cuda") -> 
     return model.eval().requires_grad_(False).to(device=device, dtype=torch.bfloat16)
 
 
-def optimize(model: nn.Module, device: str | torch.device = "cpu", *, batch_size: int | None = None) -> nn.Module:
-    """The fast inference path for `device`: `optimize_for_cuda` on a GPU, `optimize_for_cpu` otherwise."""
-    if torch.device(device).type == "cuda":
+def optimize(model: nn.Module, device: str | torch.device = "cpu", *, batch_size: int | None = None,
+             path: FastPath | None = None) -> nn.Module:
+    """The fast inference path for `device`, `path` (default `choose_fast_path(device)`): `optimize_for_cuda` on a
+    GPU, the model as it is on MPS, `optimize_for_cpu` on a CPU."""
+    path = path or choose_fast_path(device)
+    if path.mode == "cuda":
         return optimize_for_cuda(model, device)
-    return optimize_for_cpu(model, batch_size=batch_size)
+    if path.mode == "mps":
+        return model.eval().requires_grad_(False).to(device)
+    return optimize_for_cpu(model, batch_size=batch_size, mode=path.mode)

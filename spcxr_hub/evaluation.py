@@ -12,11 +12,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import TaskDataset, collate, load_mask
+from .devices import model_device, to_device
+from .errors import UsageError
 from .saving import atomic_file
 from .tasks import MULTI_LABEL, SEGMENTATION, Task
 
 
-class LabelMismatchError(ValueError):
+class LabelMismatchError(UsageError):
     """A model whose labels are not the task's."""
 
 
@@ -28,20 +30,23 @@ def check_model_labels(model, task: Task, source: str) -> None:
 
 @torch.no_grad()
 def predict(model, processor, task: Task, records, *, batch_size: int = 16, strict: bool = False, progress: bool = True):
-    """Runs the model over records. Returns a dict with `indices` (of the records that decoded), `scores`
+    """Runs the model over records, on the model's device. Returns a dict with `indices` (of the records that decoded), `scores`
     (probabilities: (N, K) for classification; per-image (K, H, W) at the original size for segmentation) and the
     list of skipped files."""
+    device = model_device(model)  # batches go where the model is (a GPU after fine-tuning under accelerate)
     dataset = TaskDataset(records, task, processor, strict=strict)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate,
+                                         pin_memory=device.type == "cuda")
     model.eval()
     indices, scores = [], []
     for batch in tqdm(loader, desc=f"evaluate {task.name}", disable=not progress, unit="batch"):
         if batch is None:
             continue
-        logits = model(pixel_values=batch["pixel_values"]).logits.float()
-        indices.extend(batch["index"].tolist())
+        batch_indices = batch["index"].tolist()
+        logits = model(pixel_values=to_device(batch, device)["pixel_values"]).logits.float().cpu()
+        indices.extend(batch_indices)
         if task.kind == SEGMENTATION:
-            for index, item in zip(batch["index"].tolist(), logits):
+            for index, item in zip(batch_indices, logits):
                 height, width = load_mask(records[index]["label"]).shape
                 scores.append(original_size_probabilities(processor, item, height, width))
         elif task.kind == MULTI_LABEL:
@@ -98,7 +103,7 @@ def evaluate_model(model, processor, task: Task, records, output_dir: Path, *, s
     """Predictions → metrics → `output_dir/metrics.json` and plots. Returns the JSON's content."""
     predictions = predict(model, processor, task, records, batch_size=batch_size, strict=strict, progress=progress)
     if not predictions["indices"]:
-        raise ValueError(f"{source}: no image of split {split!r} could be decoded")
+        raise UsageError(f"{source}: no image of split {split!r} could be decoded")
     inputs = metric_inputs(task, records, predictions)
     report = {
         "task": task.name,

@@ -7,7 +7,8 @@ backbones (CNNs) train with one learning rate.
 Runs under Accelerate (`accelerate launch -m spcxr_hub.cli finetune …` for several processes). The output directory
 is written all at once at the end: the model (loadable by the Auto classes and pipelines), `metrics.json` and plots
 from the test split, `training_log.json` and `loss_curve.png`. Checkpoints for `--resume` live beside it in
-`<output-dir>-checkpoints/` until the run finishes.
+`<output-dir>-checkpoints/` until the run finishes (`spcxr_hub.checkpoints`, shared with pretraining); resuming
+with another model configuration, task or recipe is refused with one line naming what differs.
 """
 
 import json
@@ -22,14 +23,23 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbones import SCRATCH, get_backbone
+from .checkpoints import check_checkpoint, latest_checkpoint, model_config_fingerprint, save_checkpoint
 from .configuration_spcxr import SpcxrConfig
 from .data import TaskDataset, collate, load_records
+from .errors import InputNotFoundError, OutputExistsError, UsageError
 from .image_processing_spcxr import SpcxrImageProcessor
 from .modeling_spcxr import SpcxrForImageClassification, SpcxrForSemanticSegmentation
 from .presets import CONFIG_PRESETS
 from .recipe import Recipe
 from .saving import atomic_directory
 from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
+
+PROGRESS_FILE = "progress.json"  # the step and the losses so far, beside accelerate's state in each checkpoint
+KEEP_CHECKPOINTS = 2
+# FinetuneOptions fields that change how a run is watched or stored, not what it trains: they may differ on resume.
+RUN_CONTROL_OPTIONS = frozenset({"output_dir", "resume", "overwrite", "checkpoint_every", "progress", "strict",
+                                 "eval_split", "eval_data"})
+
 
 @dataclass(kw_only=True)
 class FinetuneOptions(Recipe):
@@ -53,7 +63,7 @@ def preset_config(config: str, **fields) -> SpcxrConfig:
     elif Path(config).is_file():
         base = json.loads(Path(config).read_text())
     else:
-        raise ValueError(f"--config {config!r}: neither a preset ({', '.join(CONFIG_PRESETS)}) nor a JSON file")
+        raise UsageError(f"--config {config!r}: neither a preset ({', '.join(CONFIG_PRESETS)}) nor a JSON file")
     return SpcxrConfig(**{**base, **fields})
 
 
@@ -105,7 +115,7 @@ def sample_shots(task: Task, records, shots: int, seed: int) -> list:
                 counts[k] = counts.get(k, 0) + 1
     missing = [task.labels[k] for k in range(len(task.labels)) if task.kind == SINGLE_LABEL and counts.get(k, 0) < shots]
     if missing:
-        raise ValueError(f"--shots {shots}: the training split has fewer than {shots} images of {', '.join(missing)}")
+        raise UsageError(f"--shots {shots}: the training split has fewer than {shots} images of {', '.join(missing)}")
     return chosen
 
 
@@ -173,10 +183,10 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     epochs = pick(options.epochs, defaults.epochs)
     batch_size = pick(options.batch_size, defaults.batch_size)
     if batch_size <= 0 or epochs <= 0:
-        raise ValueError(f"--batch-size and --epochs must be positive, got {batch_size} and {epochs}")
+        raise UsageError(f"--batch-size and --epochs must be positive, got {batch_size} and {epochs}")
     output_dir = Path(options.output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not options.overwrite:
-        raise FileExistsError(f"{output_dir}: already exists and is not empty (choose another --output-dir or --overwrite)")
+        raise OutputExistsError(f"{output_dir}: already exists and is not empty (choose another --output-dir or --overwrite)")
     checkpoints = Path(f"{output_dir}-checkpoints")
     backbone = get_backbone(options.backbone)
     backbone.check(task, options.image_size or defaults.image_size)
@@ -208,15 +218,17 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
         (backbone.layers(model) if backbone.layers else None) or (0, None)))
     warmup = min(total_steps // 2, pick(options.warmup_epochs, defaults.warmup_epochs) * steps_per_epoch)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    fingerprint = run_fingerprint(options, task, model, init, total_steps, accelerator.num_processes)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     state = {"step": 0, "losses": []}
     if options.resume:
         resume_from = latest_checkpoint(checkpoints) if options.resume == "latest" else Path(options.resume)
         if resume_from is None or not resume_from.is_dir():
-            raise FileNotFoundError(f"--resume {options.resume}: no checkpoint found (looked in {checkpoints})")
+            raise InputNotFoundError(f"--resume {options.resume}: no checkpoint found (looked in {checkpoints})")
+        check_checkpoint(resume_from, fingerprint)  # before load_state: a foreign checkpoint is refused in one line
         accelerator.load_state(resume_from)
-        state = json.loads((resume_from / "progress.json").read_text())
+        state = json.loads((resume_from / PROGRESS_FILE).read_text())
 
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"finetune {task.name}", unit="step",
                disable=not (options.progress and accelerator.is_main_process))
@@ -240,7 +252,8 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
             bar.update(1)
             bar.set_postfix(loss=f"{state['losses'][-1]:.4f}")
             if options.checkpoint_every and state["step"] % options.checkpoint_every == 0:
-                save_checkpoint(accelerator, checkpoints, state)
+                save_checkpoint(accelerator, checkpoints, state["step"], fingerprint, keep=KEEP_CHECKPOINTS, digits=1,
+                                files={PROGRESS_FILE: state})
             if state["step"] >= total_steps:
                 break
     bar.close()
@@ -267,21 +280,11 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     return report
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    candidates = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if folder.is_dir() else []
-    return candidates[-1] if candidates else None
-
-
-def save_checkpoint(accelerator, folder: Path, state: dict, keep: int = 2) -> None:
-    """`accelerator.save_state` into a temporary folder renamed into place, so a kill never leaves half a checkpoint."""
-    target = folder / f"step-{state['step']}"
-    staging = folder / f".step-{state['step']}.partial"
-    accelerator.save_state(staging)
-    if accelerator.is_main_process:
-        (staging / "progress.json").write_text(json.dumps(state))
-        if target.exists():  # a resumed run passes the step of a checkpoint it did not start from
-            shutil.rmtree(target)
-        staging.rename(target)
-        for old in sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+def run_fingerprint(options: FinetuneOptions, task: Task, model, init: str, total_steps: int, num_processes: int) -> dict:
+    """What a checkpoint must share with the run that resumes it (spcxr_hub.checkpoints): the model config, the task
+    and every option that changes what is trained (paths resolved, so another working directory still matches)."""
+    local = lambda value: str(Path(value).resolve()) if value and Path(value).exists() else value  # noqa: E731
+    training = {k: v for k, v in asdict(options).items() if k not in RUN_CONTROL_OPTIONS | {"task"}}
+    training.update(data=local(options.data), init=local(init), total_steps=total_steps, num_processes=num_processes)
+    return json.loads(json.dumps({"model": model_config_fingerprint(model.config), "task": {"name": task.name},
+                                  "training": training}, default=str))

@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -41,7 +40,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import META as CHECKPOINT_META
+from .checkpoints import check_checkpoint, list_checkpoints, model_config_fingerprint, save_checkpoint
 from .configuration_spcxr import SpcxrConfig
+from .errors import DEBUG_ENV as SPCXR_DEBUG_ENV
+from .errors import UsageError, internal_error_line, one_line
 from .gmml import CorruptionConfig, corrupt
 from .imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, list_images, load_image
 from .saving import atomic_directory, atomic_file
@@ -66,8 +69,6 @@ RECIPE_WARMUP_EPOCHS = 10
 
 
 CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_META = "spcxr_checkpoint.json"
-CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 BACKBONE_DIR = "backbone"
 PREVIEW_DIR = "previews"
 LOG_DIR = "logs"
@@ -82,10 +83,6 @@ RUN_CONTROL_OPTIONS = frozenset({
 })
 # Set to a folder to make every rank write debug-rank<N>.json (samples seen, parameter hashes); used by the DDP test.
 DEBUG_ENV = "SPCXR_PRETRAIN_DEBUG_DIR"
-
-
-class UsageError(Exception):
-    """Bad input (options, data, output folder, checkpoint): reported as one line on stderr, exit code 2."""
 
 
 class UnreadableImageError(UsageError):
@@ -254,13 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------------- configs
 
 
-def _one_line(error: BaseException) -> str:
-    """The informative last line of an exception message (strict-dataclass and worker errors span several lines)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    line = lines[-1] if lines else type(error).__name__
-    return re.sub(r"^[\w.]*(Error|Exception): ", "", line)
-
-
 def build_model_config(args: argparse.Namespace) -> SpcxrConfig:
     """The SpcxrConfig of the run: the preset or file of `--config`, then --image-size / --mask-ratio / --mask-fill."""
     if args.config in CONFIG_PRESETS:
@@ -276,7 +266,7 @@ def build_model_config(args: argparse.Namespace) -> SpcxrConfig:
         try:
             fields = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise UsageError(f"--config {path}: not a readable JSON file ({_one_line(error)})") from None
+            raise UsageError(f"--config {path}: not a readable JSON file ({one_line(error)})") from None
         if not isinstance(fields, dict):
             raise UsageError(f"--config {path}: expected a JSON object of SpcxrConfig fields")
         for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
@@ -290,7 +280,7 @@ def build_model_config(args: argparse.Namespace) -> SpcxrConfig:
     try:
         return SpcxrConfig(**fields)
     except Exception as error:  # strict dataclass validation, unknown fields
-        raise UsageError(f"invalid model settings (--config {args.config} and options): {_one_line(error)}") from None
+        raise UsageError(f"invalid model settings (--config {args.config} and options): {one_line(error)}") from None
 
 
 def build_corruption_config(args: argparse.Namespace, config: SpcxrConfig) -> CorruptionConfig:
@@ -301,11 +291,6 @@ def build_corruption_config(args: argparse.Namespace, config: SpcxrConfig) -> Co
         )
     except ValueError as error:
         raise UsageError(f"corruption settings: {error}") from None
-
-
-def model_config_fingerprint(config: SpcxrConfig) -> dict:
-    volatile = {"transformers_version", "architectures", "auto_map", "_name_or_path", "dtype", "torch_dtype"}
-    return json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in volatile}, sort_keys=True))
 
 
 # ---------------------------------------------------------------------------------------------------- augmentation
@@ -444,7 +429,7 @@ class HubSource:
         try:
             return _decode(self.dataset[index][self.column], self.max_pixels)
         except ImageDecodeError as error:
-            raise ImageDecodeError(f"{self.name(index)}: {_one_line(error)}") from None
+            raise ImageDecodeError(f"{self.name(index)}: {one_line(error)}") from None
 
 
 class SyntheticSource:
@@ -491,7 +476,7 @@ class AugmentedImages(torch.utils.data.Dataset):
             try:
                 return self.source.load(j), bad
             except ImageDecodeError as error:
-                reason = _one_line(error)
+                reason = one_line(error)
                 if self.strict:
                     raise UnreadableImageError(f"unreadable image (--strict): {reason}") from None
                 self.known_bad[j] = reason
@@ -564,8 +549,8 @@ class StreamingImages(torch.utils.data.IterableDataset):
                 image = _decode(example[self.column], self.max_pixels)
             except ImageDecodeError as error:
                 if self.strict:
-                    raise UnreadableImageError(f"unreadable image (--strict): {name}: {_one_line(error)}") from None
-                bad.append((name, _one_line(error)))
+                    raise UnreadableImageError(f"unreadable image (--strict): {name}: {one_line(error)}") from None
+                bad.append((name, one_line(error)))
                 continue
             rng = np.random.default_rng([self.seed, self.epoch, self.process_index, worker_id, position])
             items.append({"pixel_values": self.augmentation(image, rng), "index": position, "bad": []})
@@ -662,7 +647,7 @@ def _open_hub(args, augmentation: Augmentation, *, process_index: int, num_proce
     except Exception as error:  # offline, unknown id, unknown split…: the message is what the user needs
         raise UsageError(
             f"{args.data}: not a folder, not 'synthetic', and not a loadable Hugging Face dataset "
-            f"({type(error).__name__}: {_one_line(error)})"
+            f"({type(error).__name__}: {one_line(error)})"
         ) from None
     if not args.streaming:
         column = _find_image_column(dataset, args.image_column, args.data)
@@ -787,24 +772,14 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
-
-
-def checkpoints_in(folder: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (step, path) under `folder`, oldest first; half-written ones (.partial) are ignored."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match and (path / CHECKPOINT_META).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+# Saving, listing and the fingerprint check (a UsageError naming what differs) live in spcxr_hub.checkpoints, shared
+# with fine-tuning.
 
 
 def resolve_resume(resume: str, output_dir: Path) -> Path:
     """The checkpoint folder `--resume` names: 'latest' in OUTPUT_DIR, a checkpoint, or a run's output folder."""
     if resume == "latest":
-        found = checkpoints_in(output_dir / CHECKPOINT_DIR)
+        found = list_checkpoints(output_dir / CHECKPOINT_DIR)
         if not found:
             raise UsageError(f"--resume latest: no checkpoint under {output_dir / CHECKPOINT_DIR}")
         return found[-1][1]
@@ -813,55 +788,10 @@ def resolve_resume(resume: str, output_dir: Path) -> Path:
         raise UsageError(f"--resume {resume}: no such checkpoint")
     if (path / CHECKPOINT_META).is_file():
         return path
-    found = checkpoints_in(path / CHECKPOINT_DIR) or checkpoints_in(path)
+    found = list_checkpoints(path / CHECKPOINT_DIR) or list_checkpoints(path)
     if found:
         return found[-1][1]
     raise UsageError(f"--resume {resume}: not a checkpoint of this script (no {CHECKPOINT_META})")
-
-
-def check_checkpoint(path: Path, fingerprint: dict) -> dict:
-    """The checkpoint's metadata, or a UsageError naming what differs from this run's settings."""
-    try:
-        meta = json.loads((path / CHECKPOINT_META).read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"--resume {path}: unreadable {CHECKPOINT_META} ({_one_line(error)})") from None
-    saved = meta.get("fingerprint", {})
-    differences = []
-    for section in sorted(set(saved) | set(fingerprint)):
-        before, now = saved.get(section, {}), fingerprint.get(section, {})
-        for key in sorted(set(before) | set(now)):
-            if before.get(key) != now.get(key):
-                differences.append(f"{section}.{key}: {before.get(key)!r} → {now.get(key)!r}")
-    if differences:
-        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
-        raise UsageError(
-            f"--resume {path}: the checkpoint belongs to another configuration ({shown}); resume with its settings "
-            "or start a new --output-dir"
-        )
-    return meta
-
-
-def save_checkpoint(accelerator, folder: Path, step: int, fingerprint: dict, keep: int) -> Path:
-    """`accelerator.save_state` into a temporary folder renamed into place once every process has written."""
-    final = folder / f"step-{step:08d}"
-    staging = folder / f".step-{step:08d}.partial"
-    if accelerator.is_main_process:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        meta = {"step": step, "fingerprint": fingerprint, "num_processes": accelerator.num_processes,
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        (staging / CHECKPOINT_META).write_text(json.dumps(meta, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        for _, old in checkpoints_in(folder)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -1042,13 +972,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, argparse errors
         return int(exit_.code or 0)
+    # One write call per report: under `accelerate launch` (unbuffered) every process reports at once, and print's
+    # separate newline write would let their lines run together.
     try:
         return run(args)
-    except UsageError as error:
-        # One write call: under `accelerate launch` (unbuffered) every process reports at once, and print's separate
-        # newline write would let their lines run together.
-        sys.stderr.write(f"{PROG}: error: {_one_line(error)}\n")
+    except (UsageError, ImageDecodeError) as error:
+        sys.stderr.write(f"{PROG}: error: {one_line(error)}\n")
         return 2
+    except Exception as error:
+        if os.environ.get(SPCXR_DEBUG_ENV):
+            raise
+        sys.stderr.write(f"{PROG}: {internal_error_line(error)}\n")
+        return 1
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -1167,7 +1102,7 @@ class Pretraining:
                                                     automatic_checkpoint_naming=False),
             )
         except ValueError as error:  # e.g. fp16 where it is not supported, an unknown tracker
-            raise UsageError(f"accelerate: {_one_line(error)}") from None
+            raise UsageError(f"accelerate: {one_line(error)}") from None
         check_launch(self.accelerator)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.device = self.accelerator.device
@@ -1252,23 +1187,25 @@ class Pretraining:
                         disable=not self.accelerator.is_main_process, dynamic_ncols=True)
         self.run_start = self.window_start = time.perf_counter()
         self.seconds_before = progress.train_seconds
-        while progress.step < plan.total_steps:
-            lr, wd, epoch, loss, grad_norm = self.step(progress.step)
-            progress.step += 1
-            window = progress.window
-            window["loss"] += loss
-            window["grad_norm"] += grad_norm or 0.0
-            window["steps"] += 1
-            if self.debug_dir:
-                self.debug["param_hashes"].append(_params_hash(self.accelerator.unwrap_model(self.model)))
-            self.bar.update(1)
-            if progress.step % args.log_every == 0 or progress.step == plan.total_steps:
-                self.log(lr, wd, epoch)
-            if args.preview_every and progress.step % args.preview_every == 0 and progress.step < plan.total_steps:
-                self.preview(f"step-{progress.step:08d}.png")
-            if args.checkpoint_every and progress.step % args.checkpoint_every == 0:
-                self.checkpoint()
-        self.bar.close()
+        try:
+            while progress.step < plan.total_steps:
+                lr, wd, epoch, loss, grad_norm = self.step(progress.step)
+                progress.step += 1
+                window = progress.window
+                window["loss"] += loss
+                window["grad_norm"] += grad_norm or 0.0
+                window["steps"] += 1
+                if self.debug_dir:
+                    self.debug["param_hashes"].append(_params_hash(self.accelerator.unwrap_model(self.model)))
+                self.bar.update(1)
+                if progress.step % args.log_every == 0 or progress.step == plan.total_steps:
+                    self.log(lr, wd, epoch)
+                if args.preview_every and progress.step % args.preview_every == 0 and progress.step < plan.total_steps:
+                    self.preview(f"step-{progress.step:08d}.png")
+                if args.checkpoint_every and progress.step % args.checkpoint_every == 0:
+                    self.checkpoint()
+        finally:  # closed before an error is reported, so the error stays the last line on stderr
+            self.bar.close()
 
     def step(self, step: int) -> tuple[float, float, int, float, float | None]:
         """One optimizer step (`--grad-accum` micro-batches). Returns lr, weight decay, epoch, loss, grad norm."""
@@ -1360,7 +1297,7 @@ class Pretraining:
     def checkpoint(self) -> None:
         self.gather_progress()
         save_checkpoint(self.accelerator, self.output_dir / CHECKPOINT_DIR, self.progress.step, self.fingerprint,
-                        self.args.keep_checkpoints)
+                        keep=self.args.keep_checkpoints)
         self.last_checkpoint = self.progress.step
 
     # ------------------------------------------------------------------------------------------ the end

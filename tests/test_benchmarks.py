@@ -34,6 +34,7 @@ def test_quick_run_writes_json_with_the_machine_and_a_row_per_comparison(quick_r
     machine = results["machine"]
     assert machine["threads"] == 2 and machine["torch"] and machine["cpu"]
     assert len(machine["load_average_before"]) == 3 and len(machine["load_average_after"]) == 3
+    assert machine["cpu_fast_path"]["mode"] in {"bf16", "int8"} and machine["cpu_fast_path"]["reason"]
     assert results["quick"] is True and results["errors"] == {}
     assert {row["id"] for row in results["rows"]} == MEASURES
     for row in results["rows"]:
@@ -47,6 +48,7 @@ def test_quick_run_writes_a_markdown_table_with_the_machine_line(quick_run):
     results = json.loads((quick_run / "results.json").read_text())
     lines = (quick_run / "results.md").read_text().splitlines()
     assert lines[0].startswith("Machine: ") and "torch threads" in lines[0] and "load average" in lines[0]
+    assert "CPU fast path: " in lines[0]
     header = lines.index("| measure | ours | peer | ratio | goal | met? |")
     table = [line for line in lines[header + 2:] if line.startswith("| P")]
     assert len(table) == len(results["rows"])

@@ -138,6 +138,51 @@ def test_bf16_mode_refuses_a_cpu_without_native_bf16(monkeypatch):
                       torch.ao.nn.quantized.dynamic.Linear)
 
 
+def cpu_probes(monkeypatch, *, bf16: bool, capability: str, amx: bool = False):
+    """This CPU's capability probes replaced, so both branches of the decision are tested on any machine."""
+    monkeypatch.setattr(deploy, "fused_blocks_available", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+
+
+def test_cpu_path_is_bf16_with_fused_onednn_where_bf16_is_native(monkeypatch):
+    cpu_probes(monkeypatch, bf16=True, capability="AVX512", amx=True)
+    chosen = deploy.choose_cpu_path()
+    assert chosen.mode == "bf16"
+    assert chosen.line == "fast path: bf16 + fused oneDNN (native bf16: AMX)"
+    cpu_probes(monkeypatch, bf16=True, capability="AVX512", amx=False)
+    assert deploy.choose_cpu_path().reason == "native bf16: AVX512-BF16"
+
+
+def test_cpu_path_is_dynamic_int8_without_native_bf16(monkeypatch):
+    cpu_probes(monkeypatch, bf16=False, capability="AVX2")
+    chosen = deploy.choose_cpu_path()
+    assert chosen.mode == "int8"
+    assert chosen.line == "fast path: dynamic int8 Linear (no native bf16 on this CPU: avx2)"
+
+
+def test_optimize_takes_the_chosen_cpu_path(monkeypatch):
+    cpu_probes(monkeypatch, bf16=False, capability="AVX2")
+    model = deploy.optimize(SpcxrModel(SpcxrConfig(**tiny_config_kwargs())), "cpu")
+    assert isinstance(model.layers[0].attention.qkv, torch.ao.nn.quantized.dynamic.Linear)
+
+
+def test_predict_fast_says_on_stderr_which_path_ran_and_records_it_in_json(trained, films):
+    result = CliRunner().invoke(app, ["predict", "--model", str(trained), "--fast", "--json", str(films[0])])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    chosen = deploy.choose_cpu_path()
+    assert result.stderr.splitlines() == [chosen.line]
+    assert json.loads(result.stdout)[0]["fast_path"] == dataclasses.asdict(chosen)
+
+
+def test_predict_without_fast_prints_no_path_line(trained, films):
+    result = CliRunner().invoke(app, ["predict", "--model", str(trained), "--json", str(films[0])])
+    assert result.exit_code == 0 and "fast path" not in result.stderr
+    assert "fast_path" not in json.loads(result.stdout)[0]
+
+
 def predictions(*args):
     result = CliRunner().invoke(app, ["predict", *map(str, args), "--json"])
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
