@@ -12,7 +12,7 @@ def _round_half_up(value: float) -> int:
 
 
 def default_reconstruction_layers(depth: int) -> list[int]:
-    """GMML's blocks for a depth: four evenly spaced from the middle to the last (12 → 6, 8, 10, 12), without repeats."""
+    """GMML's blocks for a depth: four evenly spaced from the middle to the last (12 → 6, 8, 10, 12), no repeats."""
     if depth <= 0:
         return []  # validate_geometry reports the depth itself
     return sorted({_round_half_up(depth / 2 + i * depth / 6) for i in range(4)} - {0})

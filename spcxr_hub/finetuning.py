@@ -230,33 +230,33 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
         accelerator.load_state(resume_from)
         state = json.loads((resume_from / PROGRESS_FILE).read_text())
 
-    bar = tqdm(total=total_steps, initial=state["step"], desc=f"finetune {task.name}", unit="step",
-               disable=not (options.progress and accelerator.is_main_process))
-    model.train()
-    while state["step"] < total_steps:
-        epoch, done_in_epoch = divmod(state["step"], steps_per_epoch)
-        augment.epoch = epoch
-        generator.manual_seed(options.seed + epoch)  # the shuffle order of each epoch is a function of the seed
-        batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
-        for batch in batches:
-            if batch is None:
-                continue
-            loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 3.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            state["step"] += 1
-            state["losses"].append(float(accelerator.gather(loss.detach()).mean()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{state['losses'][-1]:.4f}")
-            if options.checkpoint_every and state["step"] % options.checkpoint_every == 0:
-                save_checkpoint(accelerator, checkpoints, state["step"], fingerprint, keep=KEEP_CHECKPOINTS, digits=1,
-                                files={PROGRESS_FILE: state})
-            if state["step"] >= total_steps:
-                break
-    bar.close()
+    # A context manager: the bar is closed before an error propagates, so the error stays the last line on stderr.
+    with tqdm(total=total_steps, initial=state["step"], desc=f"finetune {task.name}", unit="step",
+              disable=not (options.progress and accelerator.is_main_process)) as bar:
+        model.train()
+        while state["step"] < total_steps:
+            epoch, done_in_epoch = divmod(state["step"], steps_per_epoch)
+            augment.epoch = epoch
+            generator.manual_seed(options.seed + epoch)  # the shuffle order of each epoch is a function of the seed
+            batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
+            for batch in batches:
+                if batch is None:
+                    continue
+                loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(model.parameters(), 3.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                state["step"] += 1
+                state["losses"].append(float(accelerator.gather(loss.detach()).mean()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{state['losses'][-1]:.4f}")
+                if options.checkpoint_every and state["step"] % options.checkpoint_every == 0:
+                    save_checkpoint(accelerator, checkpoints, state["step"], fingerprint, keep=KEEP_CHECKPOINTS,
+                                    digits=1, files={PROGRESS_FILE: state})
+                if state["step"] >= total_steps:
+                    break
 
     report = {}
     if accelerator.is_main_process:
