@@ -110,12 +110,16 @@ def test_shots_sample_n_images_per_class(layouts, tmp_path):
     assert log["train_images"] == 4
 
 
-def test_fine_tuned_pneumonia_model_beats_chance_on_held_out_films(tmp_path):
-    data = get_task("pneumonia").write_synthetic(tmp_path / "kermany", 100, 1)
-    spcxr("finetune", "pneumonia", "--data", data, "--output-dir", tmp_path / "out", "--epochs", 12,
+@pytest.mark.training
+def test_fine_tuned_pneumonia_model_beats_chance_on_held_out_films(tmp_path, seed, record_property):
+    data = get_task("pneumonia").write_synthetic(tmp_path / "kermany", 100, 1 + seed)
+    spcxr("finetune", "pneumonia", "--data", data, "--output-dir", tmp_path / "out", "--epochs", 12, "--seed", seed,
           "--lr", "2e-3", "--warmup-epochs", 1, "--drop-path", 0, *TINY[:-2], "--batch-size", 32)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
-    assert metrics["auroc"] > 0.7, metrics  # chance is 0.5; the test split is held out (other phantoms)
+    record_property("held_out_auroc", float(metrics["auroc"]))
+    # Chance is 0.5; the test split is held out (other phantoms, a third of them the subtle viral pattern). Worst of
+    # seeds 0-9 (tests/seed_sweep.py): 0.75, mean 0.79; the bar leaves room for other CPUs' rounding.
+    assert metrics["auroc"] > 0.65, metrics
 
 
 def test_resume_after_a_crash_ends_with_the_same_weights(layouts, tmp_path, monkeypatch):

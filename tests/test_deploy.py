@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config_kwargs
+from conftest import phantom_ids, phantoms, tiny_config_kwargs
 from typer.testing import CliRunner
 
 from spcxr_hub import (SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor,
@@ -25,27 +25,11 @@ MODES = ["int8", pytest.param("bf16", marks=pytest.mark.skipif(not bf16_is_nativ
          pytest.param("fp32", marks=pytest.mark.skipif(not fused_blocks_available(), reason="no oneDNN fused linear"))]
 
 
-def phantoms(seeds, size=64):
-    labels = np.array([seed % 2 for seed in seeds])  # odd seeds have pneumonia
-    images = [synthetic.generate(int(s), 128, ("pneumonia",) if label else ()).image for s, label in zip(seeds, labels)]
-    return SpcxrImageProcessor(size={"height": size, "width": size})(images)["pixel_values"], torch.from_numpy(labels)
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny pneumonia-vs-normal classifier trained briefly on phantoms, saved as `spcxr finetune` saves one."""
-    torch.manual_seed(0)
-    x, y = phantoms(range(160))
-    config = SpcxrConfig(**tiny_config_kwargs(id2label={0: "normal", 1: "pneumonia"}, classifier_pooling="mean"))
-    model = SpcxrForImageClassification(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _ in range(12):
-        for batch in torch.randperm(len(x)).split(32):
-            model(x[batch], labels=y[batch]).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
+def trained(pneumonia_classifier, tmp_path_factory):
+    """The shared tiny pneumonia-vs-normal classifier, saved as `spcxr finetune` saves one."""
     directory = tmp_path_factory.mktemp("deploy") / "classifier"
-    return save_model_directory(directory, model.eval(), SpcxrImageProcessor(size={"height": 64, "width": 64}))
+    return save_model_directory(directory, pneumonia_classifier, SpcxrImageProcessor(size={"height": 64, "width": 64}))
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +87,28 @@ def test_lean_loader_declines_what_it_does_not_cover(tmp_path):
     assert load_lean_classifier(tmp_path / "missing") is None
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("mode", MODES)
-def test_deployment_path_agrees_with_fp32_on_phantoms(trained, mode):
-    x, y = phantoms(range(5000, 5064))
+def test_deployment_path_agrees_with_fp32_on_phantoms(trained, mode, seed, record_property):
+    x, y = phantoms(phantom_ids(seed, 5000, 64))
     reference = load_lean_classifier(trained)
     fast = optimize_for_cpu(load_lean_classifier(trained), mode=mode)
     with torch.inference_mode():
         expected, got = reference(pixel_values=x), fast(pixel_values=x)
+    agreement = (got.argmax(-1) == expected.argmax(-1)).float().mean().item()
+    # Over the whole batch: one image's two logits near zero make its own cosine meaningless (0.65 seen for int8).
+    cosine = torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0).item()
+    probability_error = (got.softmax(-1) - expected.softmax(-1)).abs().max().item()
+    accuracy = (expected.argmax(-1) == y).float().mean().item()
+    record_property("top1_agreement", agreement)
+    record_property("logit_cosine", cosine)
+    record_property("max_probability_difference", probability_error)
+    record_property("fp32_accuracy", accuracy)
     assert got.dtype == torch.float32 and got.shape == expected.shape
-    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.95
-    assert torch.nn.functional.cosine_similarity(got, expected).min() >= 0.99
-    assert (expected.argmax(-1) == y).float().mean() >= 0.7  # the model did learn something to agree about
+    assert agreement >= 0.95
+    assert cosine >= 0.99
+    assert probability_error <= 0.1
+    assert accuracy >= 0.7  # the model did learn something to agree about
 
 
 @pytest.mark.parametrize("mode", MODES)
