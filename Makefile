@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= logical
 
 .PHONY: install demo test bench clean
 
@@ -20,8 +21,10 @@ install: $(STAMP)
 demo: install
 	HF_HUB_OFFLINE=1 $(PY) examples/demo.py --output-dir demo-output
 
+# One pytest worker per CPU thread (pytest-xdist; its "auto" counts physical cores, one on many 2-vCPU machines).
+# The tests of a module or class share a worker, so module-scoped fixtures are built once. PYTEST_WORKERS=0: no workers.
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks

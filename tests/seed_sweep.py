@@ -62,7 +62,7 @@ def main() -> None:
         for name in failed:
             failures[name].append(seed)
         print(f"seed {seed}: {len(figures)} figures, {len(failed)} failed", file=sys.stderr, flush=True)
-    print(f"| test | figure | worst | (seed) | mean | best | seeds |\n|---|---|---|---|---|---|---|")
+    print("| test | figure | worst | (seed) | mean | best | seeds |\n|---|---|---|---|---|---|---|")
     for (test, figure), by_seed in sorted(values.items()):
         lower_is_better = figure.endswith(("ratio", "difference"))
         worst_seed = (max if lower_is_better else min)(by_seed, key=by_seed.get)

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from conftest import tiny_config_kwargs
@@ -78,29 +77,6 @@ def test_save_writes_an_auto_map_for_every_auto_class_and_the_code(tmp_path):
                  "imaging.py"):
         assert (directory / name).is_file(), name
     assert (directory / "model.safetensors").is_file()
-
-
-def test_remote_code_loads_every_head_where_the_project_is_not_importable(tmp_path):
-    backbone = saved(tmp_path, SpcxrModel, "backbone")
-    classifier = saved(tmp_path, SpcxrForImageClassification, "classifier")
-    segmenter = saved(tmp_path, SpcxrForSemanticSegmentation, "segmenter")
-    with torch.no_grad():
-        expected = SpcxrForImageClassification.from_pretrained(classifier)(torch.ones(1, 1, 64, 64)).logits
-    out = run_python(
-        WITHOUT_PROJECT
-        + "import torch\n"
-        + "from transformers import AutoModel, AutoModelForImageClassification, AutoModelForSemanticSegmentation, AutoImageProcessor\n"
-        + f"b = AutoModel.from_pretrained({str(backbone)!r}, trust_remote_code=True)\n"
-        + f"c = AutoModelForImageClassification.from_pretrained({str(classifier)!r}, trust_remote_code=True)\n"
-        + f"s = AutoModelForSemanticSegmentation.from_pretrained({str(segmenter)!r}, trust_remote_code=True)\n"
-        + f"p = AutoImageProcessor.from_pretrained({str(classifier)!r}, trust_remote_code=True)\n"
-        + "assert all(type(m).__module__.startswith('transformers_modules') for m in (b, c, s, p))\n"
-        + "print(c(torch.ones(1, 1, 64, 64)).logits.tolist())\n"
-        + "print(s(p(torch.zeros(50, 70).numpy(), return_tensors='pt')['pixel_values']).logits.shape)\n"
-    )
-    lines = out.strip().splitlines()
-    np.testing.assert_allclose(json.loads(lines[0]), expected.tolist(), atol=1e-6)
-    assert lines[1] == "torch.Size([1, 2, 64, 64])"
 
 
 def test_hub_id_resolves_through_the_offline_hugging_face_cache(tmp_path):

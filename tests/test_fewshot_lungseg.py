@@ -14,7 +14,8 @@ from test_benchmarks import python_m  # noqa: E402
 
 
 def fewshot(*args, timeout=300):
-    return python_m("benchmarks.fewshot_lungseg", *args, timeout=timeout)
+    # One thread: the suite runs one pytest worker per core (the script's default is 2, for the benchmark).
+    return python_m("benchmarks.fewshot_lungseg", "--threads", 1, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import json
-
 import numpy as np
 import torch
 from conftest import tiny_config_kwargs
 from PIL import Image
-from test_auto_classes import WITHOUT_PROJECT, run_python
 from transformers import pipeline
 
 from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor, synthetic
@@ -57,20 +54,3 @@ def test_segmentation_pipeline_returns_masks_at_the_input_size(tmp_path):
         assert result["mask"].size == image.size
         coverage += np.asarray(result["mask"]) > 0
     assert np.all(coverage == 1)  # the class masks partition the film
-
-
-def test_pipelines_work_through_remote_code_without_the_project(tmp_path):
-    classifier, segmenter = classifier_dir(tmp_path), segmenter_dir(tmp_path)
-    film((90, 70)).save(tmp_path / "chest.png")
-    out = run_python(
-        WITHOUT_PROJECT
-        + "import json\nfrom transformers import pipeline\n"
-        + f"c = pipeline('image-classification', model={str(classifier)!r}, trust_remote_code=True, top_k=None)\n"
-        + f"s = pipeline('image-segmentation', model={str(segmenter)!r}, trust_remote_code=True)\n"
-        + "print(json.dumps(sorted(r['label'] for r in c('chest.png'))))\n"
-        + "print(json.dumps([r['mask'].size for r in s('chest.png')]))\n",
-        cwd=tmp_path,
-    )
-    labels, sizes = (json.loads(line) for line in out.strip().splitlines())
-    assert labels == sorted(LABELS.values())
-    assert sizes and all(tuple(size) == (70, 90) for size in sizes)
