@@ -94,3 +94,14 @@ def pneumonia_classifier(seed):
             optimizer.zero_grad()
             schedule.step()
     return model.eval()
+
+
+def spcxr(*args, expect=0):
+    """`spcxr ARGS` through typer's runner in this process; the test fails unless it exits with `expect`."""
+    from typer.testing import CliRunner
+
+    from spcxr_hub.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == expect, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result

@@ -7,27 +7,19 @@ import json
 import pytest
 import timm
 import torch
-from conftest import tiny_config_kwargs
+from conftest import spcxr, tiny_config_kwargs
 from test_auto_classes import WITHOUT_PROJECT, run_python
 from safetensors.torch import save_file
 from transformers import AutoModelForImageClassification, TimmWrapperForImageClassification, pipeline
-from typer.testing import CliRunner
 
 import spcxr_covid
 import spcxr_pneumonia
 from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, backbones, hookimpl, plugins
 from spcxr_hub.backbones import TIMM_BASELINES, get_backbone
-from spcxr_hub.cli import app
 from spcxr_hub.finetuning import build_model, label_fields, parameter_groups
 from spcxr_hub.plugins import collect, get_task, new_plugin_manager
 
 SMALL = ["--image-size", "64", "--max-steps", "1", "--batch-size", "4"]
-
-
-def spcxr(*args, expect=0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == expect, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import spcxr
 
 import spcxr_hub.evaluation
 from spcxr_hub import checkpoints
 from spcxr_hub.checkpoints import CheckpointError, check_checkpoint, latest_checkpoint, list_checkpoints, save_checkpoint
-from spcxr_hub.cli import app
 from spcxr_hub.plugins import get_task
 
 FINGERPRINT = {"model": {"hidden_size": 32}, "training": {"seed": 0}}
@@ -92,12 +91,6 @@ def test_a_folder_without_metadata_is_not_a_checkpoint(tmp_path):
 # ------------------------------------------------------------------------------------------------- fine-tuning
 
 TINY = ["--init", "scratch", "--config", "tiny", "--image-size", "64", "--batch-size", "8"]
-
-
-def spcxr(*args, expect=0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == expect, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import spcxr
 from safetensors.torch import load_file
 from transformers import pipeline
-from typer.testing import CliRunner
 
 import spcxr_hub.evaluation
-from spcxr_hub.cli import app
 from spcxr_hub.plugins import get_task
 
 TINY = ["--init", "scratch", "--config", "tiny", "--image-size", "64", "--batch-size", "8"]
 TASKS = ["covid", "pneumonia", "screening", "screening-14", "lungseg", "tuberculosis"]
-
-
-def spcxr(*args, expect=0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == expect, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
 
 
 @pytest.fixture(scope="module")

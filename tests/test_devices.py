@@ -8,21 +8,13 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import tiny_config_kwargs
-from typer.testing import CliRunner
+from conftest import spcxr, tiny_config_kwargs
 
 from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrImageProcessor, SpcxrModel
-from spcxr_hub.cli import app
 from spcxr_hub.devices import DeviceError, model_device, resolve_device, to_device
 from spcxr_hub.evaluation import predict
 from spcxr_hub.plugins import get_task
 from spcxr_hub.saving import save_model_directory
-
-
-def spcxr(*args, expect=0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == expect, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
 
 
 @pytest.fixture

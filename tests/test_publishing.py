@@ -6,21 +6,14 @@ import json
 
 import pytest
 import torch
+from conftest import spcxr
 from huggingface_hub import ModelCard
 from hub_cache import publish_to_cache
 from test_auto_classes import WITHOUT_PROJECT, run_python
 from test_cards import make_model
-from typer.testing import CliRunner
 
 import spcxr_hub.publishing as publishing
-from spcxr_hub.cli import app
 from spcxr_hub.publishing import PublishError, export_repository
-
-
-def spcxr(*args, expect=0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == expect, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
 
 
 def one_line(result) -> str:

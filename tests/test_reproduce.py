@@ -6,23 +6,15 @@ import json
 import shutil
 
 import pytest
-from conftest import tiny_config_kwargs
-from typer.testing import CliRunner
+from conftest import spcxr, tiny_config_kwargs
 
 import spcxr_hub.evaluation
 from spcxr_hub import SpcxrConfig, SpcxrImageProcessor, SpcxrModel
-from spcxr_hub.cli import app
 from spcxr_hub.plugins import get_task
 from spcxr_hub.saving import save_model_directory
 
 RECIPE = ["--config", "tiny", "--image-size", "64", "--max-steps", "1", "--batch-size", "4"]
 MODELS = ["ss-cxr", "scratch", "timm:densenet121"]
-
-
-def spcxr(*args, expect=0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == expect, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
 
 
 def kermany_layout(root, images_per_class, seed, keep_test=2):
