@@ -78,7 +78,7 @@ def save_models(root: Path, settings: Settings) -> tuple[Path, Path, Path]:
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    from spcxr_hub import synthetic
+    from spcxr_hub.data import synthetic
 
     from .inference import vit_sizes
     from .pipeline import save_classifier

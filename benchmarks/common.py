@@ -135,7 +135,7 @@ def machine(threads: int, device: str) -> dict:
         info["onednn_bf16_native"] = False
     from dataclasses import asdict
 
-    from spcxr_hub.deploy import choose_cpu_path
+    from spcxr_hub.inference.deploy import choose_cpu_path
 
     info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     info["cpu_fast_path"] = asdict(choose_cpu_path())  # what `spcxr predict --fast` runs on this CPU, and why

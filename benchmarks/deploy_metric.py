@@ -1,9 +1,9 @@
 """P4's metric: what the CPU deployment path changes in a fine-tuned classifier's results.
 
 A classifier of ViT-S's width and depth (384 wide, 12 blocks, 6 heads; at 64² input so that it trains in a minute
-on a CPU) is trained from scratch to tell pneumonia phantoms from normal ones (`spcxr_hub.synthetic`), saved, loaded
+on a CPU) is trained from scratch to tell pneumonia phantoms from normal ones (`spcxr_hub.data.synthetic`), saved, loaded
 the way `spcxr predict` loads it (the lean loader), and evaluated on held-out phantoms twice: fp32, and through
-`spcxr_hub.deploy.optimize_for_cpu` (what `spcxr predict --fast` runs). Reported: accuracy and AUROC of each, the
+`spcxr_hub.inference.deploy.optimize_for_cpu` (what `spcxr predict --fast` runs). Reported: accuracy and AUROC of each, the
 change in points, top-1 agreement and the logits' cosine. These are numbers about phantoms, not patients; the point
 is the difference between the two paths on one trained model.
 """
@@ -20,7 +20,9 @@ def phantoms(seeds, size: int):
     import numpy as np
     import torch
 
-    from spcxr_hub import SpcxrImageProcessor, synthetic
+    from spcxr_hub import SpcxrImageProcessor
+
+    from spcxr_hub.data import synthetic
 
     processor = SpcxrImageProcessor(size={"height": size, "width": size})
     labels = np.array([seed % 2 for seed in seeds])  # odd seeds have pneumonia
@@ -33,8 +35,8 @@ def measure(settings: Settings) -> list[Row]:
     from sklearn.metrics import roc_auc_score
 
     from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrImageProcessor
-    from spcxr_hub.deploy import choose_cpu_path, load_lean_classifier, optimize_for_cpu
-    from spcxr_hub.saving import save_model_directory
+    from spcxr_hub.inference.deploy import choose_cpu_path, load_lean_classifier, optimize_for_cpu
+    from spcxr_hub.hub.saving import save_model_directory
 
     torch.set_num_threads(settings.threads)
     if settings.quick:

@@ -104,7 +104,7 @@ def parse(argv=None) -> argparse.Namespace:
 
 def pretrain(args: argparse.Namespace, work: Path) -> Path:
     """GMML pretraining through the same entry point as `spcxr pretrain`; returns the backbone folder."""
-    from spcxr_hub import pretraining
+    from spcxr_hub.training import pretraining
 
     output = work / "pretrain"
     argv = ["--data", args.pretrain_data, "--synthetic-size", str(args.pretrain_images), "--config", args.config,
@@ -123,7 +123,7 @@ def pretrain(args: argparse.Namespace, work: Path) -> Path:
 def check_disjoint(args: argparse.Namespace, images: int, seed: int) -> None:
     """Pretraining phantom i is drawn from seed i; the labelled phantoms from hashed seeds: none may be shared, or
     the held-out films would have been seen (unlabelled) in pretraining."""
-    from spcxr_hub.layouts import image_seed
+    from spcxr_hub.data.layouts import image_seed
 
     if args.backbone is None and args.pretrain_data == "synthetic":
         shared = [i for i in range(images) if image_seed(seed, i) < args.pretrain_images]
@@ -133,8 +133,8 @@ def check_disjoint(args: argparse.Namespace, images: int, seed: int) -> None:
 
 def check_same_architecture(backbone: str, config: str, image_size: int) -> None:
     """Scratch must be the backbone's ViT with random weights, or the comparison says nothing."""
-    from spcxr_hub.configuration_spcxr import SpcxrConfig
-    from spcxr_hub.finetuning import preset_config
+    from spcxr_hub.models.spcxr.configuration_spcxr import SpcxrConfig
+    from spcxr_hub.training.finetuning import preset_config
 
     theirs = SpcxrConfig.from_pretrained(backbone).to_dict()
     ours = preset_config(config, image_size=image_size).to_dict()
@@ -162,7 +162,7 @@ def paired(pretrained: list[float], scratch: list[float]) -> dict:
 
 
 def summarise(results: dict, args: argparse.Namespace, backbone: str, seconds: dict) -> dict:
-    from spcxr_hub.plugins import get_task
+    from spcxr_hub.plugins.registry import get_task
 
     # reproduce's table has one row per (metric, model), values in seed order: its mean ± std are ours too.
     rows = {row["model"].split("=")[0]: row for row in results["table"] if row["metric"] == "dice"}
@@ -232,7 +232,7 @@ def plot(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spcxr_hub.plots import save
+    from spcxr_hub.evaluation.plots import save
 
     figure, axis = plt.subplots(figsize=(4.5, 3.5))
     a, b = summary["dice"][SCRATCH], summary["dice"][SS_CXR]
@@ -250,8 +250,8 @@ def run(args: argparse.Namespace) -> dict:
     import torch
     import transformers
 
-    from spcxr_hub.plugins import get_task
-    from spcxr_hub.reproduce import ReproduceOptions, reproduce
+    from spcxr_hub.plugins.registry import get_task
+    from spcxr_hub.training.reproduce import ReproduceOptions, reproduce
 
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()  # the UNETR's "newly initialised decoder" table, ten times over

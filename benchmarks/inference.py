@@ -7,7 +7,7 @@ under `torch.inference_mode()`:
 * timm `vit_small_patch16_224` with `in_chans=1` and `num_classes=0` (the same single-channel input; timm runs
   `F.scaled_dot_product_attention` directly);
 * transformers `ViTModel` of the same size (384 wide, 12 blocks, 6 heads, MLP 1536, 1 channel, no pooler, SDPA);
-* on CPU: `SpcxrModel` through `spcxr_hub.deploy.optimize_for_cpu` (bf16 + fused oneDNN blocks where bf16 is
+* on CPU: `SpcxrModel` through `spcxr_hub.inference.deploy.optimize_for_cpu` (bf16 + fused oneDNN blocks where bf16 is
   native), the same with dynamic int8 Linear layers, and timm with dynamic int8 Linear layers (the usual recipe);
 * on CUDA: `SpcxrModel` and timm cast to bf16 as well.
 """
@@ -53,7 +53,7 @@ def build_models(settings: Settings) -> dict:
 def measure(settings: Settings) -> list[Row]:
     import torch
 
-    from spcxr_hub.deploy import choose_cpu_path, fused_blocks_available, optimize_for_cpu
+    from spcxr_hub.inference.deploy import choose_cpu_path, fused_blocks_available, optimize_for_cpu
 
     torch.set_num_threads(settings.threads)
     device = settings.device

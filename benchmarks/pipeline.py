@@ -24,7 +24,7 @@ FORMATS = {"png8": "8-bit PNG", "png16": "16-bit PNG", "dicom": "DICOM"}
 
 
 def write_films(root: Path, count: int, size: int, distinct: int = 16) -> dict[str, list[Path]]:
-    from spcxr_hub import synthetic
+    from spcxr_hub.data import synthetic
 
     films = {name: [] for name in FORMATS}
     images = [synthetic.generate(seed, size, ("pneumonia",) if seed % 2 else ()).image for seed in range(distinct)]
@@ -40,7 +40,7 @@ def save_classifier(directory: Path, settings: Settings) -> None:
     import torch
 
     from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrImageProcessor
-    from spcxr_hub.saving import save_model_directory
+    from spcxr_hub.hub.saving import save_model_directory
 
     from .inference import vit_sizes
 
@@ -55,7 +55,7 @@ def measure(settings: Settings) -> list[Row]:
     import torch
 
     from spcxr_hub import cli
-    from spcxr_hub.deploy import optimize_for_cpu
+    from spcxr_hub.inference.deploy import optimize_for_cpu
 
     torch.set_num_threads(settings.threads)
     count = 2 * settings.batch_size

@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     import timm
 
     from spcxr_hub import SpcxrConfig, SpcxrForMaskedImageModeling
-    from spcxr_hub.gmml import CorruptionConfig, corrupt
-    from spcxr_hub.pretraining import freeze_unused_parameters
+    from spcxr_hub.training.gmml import CorruptionConfig, corrupt
+    from spcxr_hub.training.pretraining import freeze_unused_parameters
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

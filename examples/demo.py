@@ -37,8 +37,8 @@ def main() -> None:
     if out.exists() and any(out.iterdir()):
         sys.exit(f"demo: {out} is not empty; remove it or pass --output-dir")
 
-    from spcxr_hub import synthetic
-    from spcxr_hub.plugins import get_task
+    from spcxr_hub.data import synthetic
+    from spcxr_hub.plugins.registry import get_task
 
     print("== 1. GMML pretraining on synthetic phantoms", flush=True)
     spcxr("pretrain", "--data", "synthetic", "--synthetic-size", 512, "--config", "tiny", "--image-size", 64,
@@ -69,7 +69,7 @@ def main() -> None:
     import spcxr_hub  # noqa: F401  (registers the Auto classes)
     from transformers import pipeline
 
-    from spcxr_hub.imaging import load_image
+    from spcxr_hub.models.spcxr.imaging import load_image
 
     classify = pipeline("image-classification", model=str(out / "pneumonia-ss-cxr"))
     segment = pipeline("image-segmentation", model=str(out / "lungseg"))

@@ -1,5 +1,5 @@
 """Generates `model_cards/spcxr-vit-s/` (README.md and the widget's examples/): the card of the base model
-`spcxr/vit-s` as the project publishes it. The card is written by `spcxr_hub.cards` from a pretraining run; do not
+`spcxr/vit-s` as the project publishes it. The card is written by `spcxr_hub.hub.cards` from a pretraining run; do not
 edit the output by hand, run this script again.
 
     python model_cards/generate.py                       # a short GMML run of ViT-S on phantoms, then its card
@@ -26,7 +26,7 @@ RUN = ["--data", "synthetic", "--synthetic-size", "32", "--config", "vit-s", "--
 
 def pretrain(output_dir: Path) -> Path:
     """A short synthetic GMML run with pretrain.py's program; returns its backbone folder."""
-    from spcxr_hub.pretraining import BACKBONE_DIR, main
+    from spcxr_hub.training.pretraining import BACKBONE_DIR, main
 
     status = main([*RUN, "--output-dir", str(output_dir)])
     if status:
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repo-id", default=None, help="Hub id the card is written for (default: spcxr/vit-s)")
     args = parser.parse_args(argv)
 
-    from spcxr_hub.cards import write_card
+    from spcxr_hub.hub.cards import write_card
 
     with tempfile.TemporaryDirectory(prefix="spcxr-card-run-") as scratch:
         backbone = args.backbone or pretrain(Path(scratch) / "run")

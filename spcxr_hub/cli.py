@@ -46,7 +46,7 @@ def readable_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from .errors import DEBUG_ENV, SpcxrError, internal_error_line, one_line
-        from .imaging import ImageDecodeError  # Hub remote code: it cannot import errors.py, so it is named here
+        from .models.spcxr.imaging import ImageDecodeError  # Hub remote code: it cannot import errors.py, so it is named here
 
         try:
             return command(*args, **kwargs)
@@ -66,7 +66,7 @@ def readable_errors(command):
 
 
 def registry():
-    from .plugins import get_registry
+    from .plugins.registry import get_registry
 
     loaded = get_registry()
     for error in loaded.errors:
@@ -74,7 +74,7 @@ def registry():
     return loaded
 
 
-# The recipe options `finetune` and `reproduce` share (spcxr_hub.recipe.Recipe), declared once.
+# The recipe options `finetune` and `reproduce` share (spcxr_hub.training.recipe.Recipe), declared once.
 ConfigOption = Annotated[str, typer.Option(help="ViT a scratch model is built from: preset (vit-s, tiny) or JSON file.")]
 ShotsOption = Annotated[int | None, typer.Option(help="Few-shot: N labelled training images per class.")]
 EpochsOption = Annotated[int | None, typer.Option(help="Default: the task's.")]
@@ -156,7 +156,7 @@ def finetune(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --output-dir.")] = False,
 ):
     """Fine-tune a backbone on a task; evaluate on its test split; save model, metrics and plots."""
-    from .finetuning import FinetuneOptions, finetune as run
+    from .training.finetuning import FinetuneOptions, finetune as run
 
     chosen = load_task(task)
     report = run(FinetuneOptions(
@@ -172,10 +172,10 @@ def finetune(
 def load_for_inference(model: str, trust_remote_code: bool = False, *, lean: bool = False):
     """Model (head chosen from its config) and image processor from a directory or Hub id.
 
-    With `lean`, a local SS-CXR classifier directory loads through `spcxr_hub.deploy` without importing transformers'
+    With `lean`, a local SS-CXR classifier directory loads through `spcxr_hub.inference.deploy` without importing transformers'
     model machinery (same outputs, about half the start-up time); anything else loads through the Auto classes."""
     if lean and not trust_remote_code and Path(model).is_dir():
-        from .deploy import LeanProcessor, load_lean_classifier
+        from .inference.deploy import LeanProcessor, load_lean_classifier
 
         classifier = load_lean_classifier(model)
         processor = LeanProcessor.from_directory(model) if classifier is not None else None
@@ -193,7 +193,7 @@ def load_for_inference(model: str, trust_remote_code: bool = False, *, lean: boo
     return loaded, processor, segmentation
 
 
-# Where inference runs (spcxr_hub.devices.resolve_device): predict, evaluate and embed.
+# Where inference runs (spcxr_hub.inference.devices.resolve_device): predict, evaluate and embed.
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")]
 
 
@@ -210,9 +210,9 @@ def evaluate(
     device: DeviceOption = "auto",
 ):
     """Evaluate a model on a task's split: metrics JSON, confusion matrix and ROC, or mask overlays."""
-    from .data import load_records
-    from .devices import resolve_device
-    from .evaluation import check_model_labels, evaluate_model
+    from .data.records import load_records
+    from .inference.devices import resolve_device
+    from .evaluation.evaluate import check_model_labels, evaluate_model
 
     target = resolve_device(device)
     chosen = load_task(task)
@@ -228,7 +228,7 @@ def evaluate(
 
 
 def expand_files(files: list[Path]) -> list[Path]:
-    from .imaging import list_images
+    from .models.spcxr.imaging import list_images
 
     expanded = []
     for path in files:
@@ -254,13 +254,13 @@ def decoded_batches(paths: list[Path], processor, batch_size: int, strict: bool,
 
     import torch
 
-    from .imaging import ImageDecodeError
+    from .models.spcxr.imaging import ImageDecodeError
 
     def decode(path: Path):
         try:
             if hasattr(processor, "preprocess"):  # a transformers image processor
                 return processor(str(path), return_tensors="np")["pixel_values"][0], None
-            return processor(str(path)), None  # spcxr_hub.deploy.LeanProcessor
+            return processor(str(path)), None  # spcxr_hub.inference.deploy.LeanProcessor
         except ImageDecodeError as error:
             return None, error
 
@@ -309,7 +309,7 @@ def predict(
     strict: Annotated[bool, typer.Option(help="Fail on the first undecodable image.")] = False,
     trust_remote_code: Annotated[bool, typer.Option()] = False,
     fast: Annotated[bool, typer.Option(
-        "--fast", help="Deployment path (spcxr_hub.deploy): on CPUs with AVX-512-BF16/AMX, bf16 with fused oneDNN "
+        "--fast", help="Deployment path (spcxr_hub.inference.deploy): on CPUs with AVX-512-BF16/AMX, bf16 with fused oneDNN "
                        "kernels (~5x fp32 for ViT-S; top-1 agrees with fp32, see benchmarks/); other CPUs: dynamic "
                        "int8; CUDA: bf16. Prints the path taken and why on stderr.")] = False,
     device: DeviceOption = "auto",
@@ -320,7 +320,7 @@ def predict(
 
     import torch
 
-    from .devices import model_device, resolve_device, to_device
+    from .inference.devices import model_device, resolve_device, to_device
 
     target = resolve_device(device)
     paths = expand_files(files)
@@ -329,7 +329,7 @@ def predict(
         fail("--output-dir is required for a segmentation model (masks and overlays are written there)")
     fast_path = None
     if fast:
-        from .deploy import choose_fast_path, optimize
+        from .inference.deploy import choose_fast_path, optimize
 
         fast_path = choose_fast_path(target)
         typer.echo(fast_path.line, err=True)  # CPUs of one cloud instance type differ: say which path ran
@@ -382,9 +382,9 @@ def write_segmentation(path: Path, logits, processor, id2label: dict, output_dir
     import numpy as np
     from PIL import Image
 
-    from .evaluation import original_size_probabilities
-    from .imaging import load_image
-    from .saving import atomic_file
+    from .evaluation.evaluate import original_size_probabilities
+    from .models.spcxr.imaging import load_image
+    from .hub.saving import atomic_file
 
     image = load_image(str(path), max_pixels=processor.max_pixels)
     classes = original_size_probabilities(processor, logits.float(), *image.shape).argmax(axis=0)
@@ -420,8 +420,8 @@ def embed(
     from transformers import AutoImageProcessor, AutoModel
 
     import spcxr_hub  # noqa: F401
-    from .devices import model_device, resolve_device, to_device
-    from .saving import atomic_file
+    from .inference.devices import model_device, resolve_device, to_device
+    from .hub.saving import atomic_file
 
     target = resolve_device(device)
     paths = expand_files(files)
@@ -471,7 +471,7 @@ def reproduce(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --output-dir.")] = False,
 ):
     """Fine-tune each model with one recipe and seed(s); evaluate; write results.json and the paper-style table."""
-    from .reproduce import ReproduceOptions, parse_models, parse_seeds, reproduce as run
+    from .training.reproduce import ReproduceOptions, parse_models, parse_seeds, reproduce as run
 
     chosen = load_task(task)
     parse_models(models.split(","), ss_cxr)  # an unknown name fails here, before any data is read
@@ -487,7 +487,7 @@ def reproduce(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def pretrain(ctx: typer.Context):
     """GMML self-supervised pretraining (same options as `python pretrain.py --help`)."""
-    from .pretraining import main as pretrain_main
+    from .training.pretraining import main as pretrain_main
 
     raise typer.Exit(pretrain_main(list(ctx.args)))
 
@@ -500,9 +500,9 @@ def convert(
     image_size: Annotated[int | None, typer.Option(help="Resize the position embeddings to this input size.")] = None,
 ):
     """Convert a ViT checkpoint (3-channel or 1-channel) into an SS-CXR backbone directory."""
-    from .convert import convert_vit_checkpoint
-    from .image_processing_spcxr import SpcxrImageProcessor
-    from .saving import save_model_directory
+    from .hub.convert import convert_vit_checkpoint
+    from .models.spcxr.image_processing_spcxr import SpcxrImageProcessor
+    from .hub.saving import save_model_directory
 
     model = convert_vit_checkpoint(checkpoint, **({"image_size": image_size} if image_size else {}))
     size = model.config.image_size
@@ -528,8 +528,8 @@ def card(
         "the folder).")] = None,
 ):
     """Write MODEL_DIR/README.md: the model card, with numbers read from metrics.json and a computed widget."""
-    from .cards import build_card, write_bundle
-    from .publishing import validate_hub_id
+    from .hub.cards import build_card, write_bundle
+    from .hub.publishing import validate_hub_id
 
     if repo_id is not None:
         validate_hub_id(repo_id)
@@ -554,7 +554,7 @@ def export(
     training_summary: Annotated[Path | None, typer.Option(help="Training log JSON kept elsewhere.")] = None,
 ):
     """Write a complete Hub repository folder: safetensors, configs, code, card with widget, examples, metrics."""
-    from .publishing import export_repository
+    from .hub.publishing import export_repository
 
     folder = export_repository(model_dir, repo_dir, repo_id=repo_id, overwrite=overwrite,
                                example_images=example_image or None, synthetic=synthetic,
@@ -573,7 +573,7 @@ def push(
     synthetic: Annotated[bool | None, SYNTHETIC_OPTION] = None,
 ):
     """Upload the model to the Hugging Face Hub as a complete repository (token: `hf auth login` or HF_TOKEN)."""
-    from .publishing import push_to_hub
+    from .hub.publishing import push_to_hub
 
     url = push_to_hub(model_dir, repo_id, private=private, revision=revision, example_images=example_image or None,
                       synthetic=synthetic)

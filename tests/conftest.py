@@ -57,7 +57,9 @@ def phantoms(ids, size=64):
     import numpy as np
     import torch
 
-    from spcxr_hub import SpcxrImageProcessor, synthetic
+    from spcxr_hub import SpcxrImageProcessor
+
+    from spcxr_hub.data import synthetic
 
     labels = np.array([i % 2 for i in ids])
     images = [synthetic.generate(int(i), 128, ("pneumonia",) if label else ()).image for i, label in zip(ids, labels)]

@@ -28,7 +28,7 @@ from spcxr_hub import (
     SpcxrImageProcessor,
     SpcxrModel,
 )
-from spcxr_hub.saving import save_model_directory
+from spcxr_hub.hub.saving import save_model_directory
 
 # Run in a child process where `import spcxr_hub` fails, as on a machine that only has transformers.
 WITHOUT_PROJECT = "import sys; sys.modules['spcxr_hub'] = None\n"

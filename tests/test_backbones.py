@@ -14,10 +14,12 @@ from transformers import AutoModelForImageClassification, TimmWrapperForImageCla
 
 import spcxr_covid
 import spcxr_pneumonia
-from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, backbones, hookimpl, plugins
-from spcxr_hub.backbones import TIMM_BASELINES, get_backbone
-from spcxr_hub.finetuning import build_model, label_fields, parameter_groups
-from spcxr_hub.plugins import collect, get_task, new_plugin_manager
+from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, hookimpl
+from spcxr_hub.plugins import registry as plugins
+from spcxr_hub.training import backbones
+from spcxr_hub.training.backbones import TIMM_BASELINES, get_backbone
+from spcxr_hub.training.finetuning import build_model, label_fields, parameter_groups
+from spcxr_hub.plugins.registry import collect, get_task, new_plugin_manager
 
 SMALL = ["--image-size", "64", "--max-steps", "1", "--batch-size", "4"]
 

@@ -15,10 +15,12 @@ import spcxr_covid
 import spcxr_lungseg
 import spcxr_pneumonia
 import spcxr_screening
-from spcxr_hub import SEGMENTATION, layouts, plugins, synthetic
-from spcxr_hub.data import LayoutError, UnknownLabelError, load_mask, load_records
-from spcxr_hub.evaluation import metric_inputs
-from spcxr_hub.plugins import collect, get_registry, new_plugin_manager
+from spcxr_hub import SEGMENTATION
+from spcxr_hub.plugins import registry as plugins
+from spcxr_hub.data import layouts, synthetic
+from spcxr_hub.data.records import LayoutError, UnknownLabelError, load_mask, load_records
+from spcxr_hub.evaluation.evaluate import metric_inputs
+from spcxr_hub.plugins.registry import collect, get_registry, new_plugin_manager
 
 PLUGINS = {"covid": spcxr_covid, "pneumonia": spcxr_pneumonia, "screening": spcxr_screening, "lungseg": spcxr_lungseg}
 TASKS_OF = {"covid": {"covid"}, "pneumonia": {"pneumonia", "pneumonia-3class"},
@@ -374,7 +376,7 @@ def test_task_declares_its_card_model_id_and_hub_dataset(name):
     assert task.write_synthetic is not None
 
 
-PUBLIC_IMPORTS = {"spcxr_hub", "spcxr_hub.data", "spcxr_hub.layouts", "spcxr_hub.synthetic"}
+PUBLIC_IMPORTS = {"spcxr_hub", "spcxr_hub.data", "spcxr_hub.data.records", "spcxr_hub.data.layouts", "spcxr_hub.data.synthetic"}
 PUBLIC_NAMES = {"hookimpl", "Task", "CardText", "FinetuneDefaults", "SINGLE_LABEL", "MULTI_LABEL", "SEGMENTATION",
                 "data", "layouts", "synthetic"}
 

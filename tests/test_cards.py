@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from spcxr_hub import (SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor,
                        SpcxrModel)
-from spcxr_hub.cards import render_card, write_card
+from spcxr_hub.hub.cards import render_card, write_card
 from spcxr_hub.cli import app
-from spcxr_hub.evaluation import original_size_probabilities
-from spcxr_hub.plugins import get_task
-from spcxr_hub.saving import save_model_directory
+from spcxr_hub.evaluation.evaluate import original_size_probabilities
+from spcxr_hub.plugins.registry import get_task
+from spcxr_hub.hub.saving import save_model_directory
 
 SCREENING = get_task("screening-14").labels
 REPORTS = {
@@ -103,7 +103,7 @@ def test_backbone_card_reads_the_pretraining_summary_beside_it(tmp_path):
     directory = make_model(tmp_path / "run", None)
     (tmp_path / "run" / "trainer_state.json").write_text(json.dumps({
         "global_step": 4, "epoch": 1.0, "global_batch_size": 4, "num_processes": 1, "peak_learning_rate": 7.8e-6,
-        "final_loss": 0.9211, "data": "16 synthetic phantom radiographs (64×64, spcxr_hub.synthetic)",
+        "final_loss": 0.9211, "data": "16 synthetic phantom radiographs (64×64, spcxr_hub.data.synthetic)",
         "synthetic_data": True, "backbone": str(directory), "args": {"data": "synthetic"}, "log_history": []}))
     card = ModelCard(str(render_card(directory)))
     assert card.data.pipeline_tag == "image-feature-extraction" and card.data.model_name == "spcxr/vit-s"

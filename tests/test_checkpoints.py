@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import spcxr
 
-import spcxr_hub.evaluation
-from spcxr_hub import checkpoints
-from spcxr_hub.checkpoints import CheckpointError, check_checkpoint, latest_checkpoint, list_checkpoints, save_checkpoint
-from spcxr_hub.plugins import get_task
+import spcxr_hub.evaluation.evaluate
+from spcxr_hub.training import checkpoints
+from spcxr_hub.training.checkpoints import CheckpointError, check_checkpoint, latest_checkpoint, list_checkpoints, save_checkpoint
+from spcxr_hub.plugins.registry import get_task
 
 FINGERPRINT = {"model": {"hidden_size": 32}, "training": {"seed": 0}}
 
@@ -101,7 +101,7 @@ def interrupted(tmp_path_factory):
     args = ["finetune", "pneumonia", "--data", data, "--output-dir", root / "run", "--max-steps", 2,
             "--checkpoint-every", 2, *TINY]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(spcxr_hub.evaluation, "evaluate_model", lambda *_, **__: 1 / 0)
+        patch.setattr(spcxr_hub.evaluation.evaluate, "evaluate_model", lambda *_, **__: 1 / 0)
         spcxr(*args, expect=1)  # a crash is not the user's error
     assert (root / "run-checkpoints" / "step-2" / checkpoints.META).is_file()
     return args

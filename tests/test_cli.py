@@ -11,8 +11,8 @@ from conftest import spcxr
 from safetensors.torch import load_file
 from transformers import pipeline
 
-import spcxr_hub.evaluation
-from spcxr_hub.plugins import get_task
+import spcxr_hub.evaluation.evaluate
+from spcxr_hub.plugins.registry import get_task
 
 TINY = ["--init", "scratch", "--config", "tiny", "--image-size", "64", "--batch-size", "8"]
 TASKS = ["covid", "pneumonia", "screening", "screening-14", "lungseg", "tuberculosis"]
@@ -122,7 +122,7 @@ def test_resume_after_a_crash_ends_with_the_same_weights(layouts, tmp_path, monk
     def crash(*_, **__):
         raise RuntimeError("simulated crash after training")
 
-    monkeypatch.setattr(spcxr_hub.evaluation, "evaluate_model", crash)
+    monkeypatch.setattr(spcxr_hub.evaluation.evaluate, "evaluate_model", crash)
     spcxr(*args, "--output-dir", tmp_path / "resumed", expect=1)  # a crash is not bad input
     assert not (tmp_path / "resumed").exists()  # nothing half-written
     checkpoints = tmp_path / "resumed-checkpoints"
@@ -201,7 +201,7 @@ def test_the_recipe_options_cover_every_recipe_field():
     from dataclasses import fields
 
     from spcxr_hub import cli
-    from spcxr_hub.recipe import Recipe
+    from spcxr_hub.training.recipe import Recipe
 
     assert sorted(cli.RECIPE_OPTIONS.values()) == sorted(f.name for f in fields(Recipe) if f.name != "progress")
     for command in (cli.finetune, cli.reproduce):

@@ -7,7 +7,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from spcxr_hub.convert import CheckpointError, convert_vit_checkpoint
+from spcxr_hub.hub.convert import CheckpointError, convert_vit_checkpoint
 
 
 @pytest.fixture(scope="module")

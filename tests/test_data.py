@@ -5,9 +5,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 
-from spcxr_hub import SpcxrImageProcessor, synthetic
-from spcxr_hub.data import LayoutError, TaskDataset, collate, is_synthetic, load_mask, load_records
-from spcxr_hub.plugins import get_task
+from spcxr_hub import SpcxrImageProcessor
+
+from spcxr_hub.data import synthetic
+from spcxr_hub.data.records import LayoutError, TaskDataset, collate, is_synthetic, load_mask, load_records
+from spcxr_hub.plugins.registry import get_task
 
 
 def test_synthetic_datasets_are_marked_as_such(tmp_path):

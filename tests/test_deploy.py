@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from spcxr_hub import (SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor,
                        SpcxrModel, synthetic)
-from spcxr_hub import deploy
+from spcxr_hub.inference import deploy
 from spcxr_hub.cli import app, decoded_batches
-from spcxr_hub.deploy import (LEAN_CONFIG_DEFAULTS, LeanProcessor, bf16_is_native, fused_blocks_available,
+from spcxr_hub.inference.deploy import (LEAN_CONFIG_DEFAULTS, LeanProcessor, bf16_is_native, fused_blocks_available,
                               load_lean_classifier, optimize_for_cpu)
-from spcxr_hub.saving import save_model_directory
+from spcxr_hub.hub.saving import save_model_directory
 
 MODES = ["int8", pytest.param("bf16", marks=pytest.mark.skipif(not bf16_is_native(), reason="no native bf16 here")),
          pytest.param("fp32", marks=pytest.mark.skipif(not fused_blocks_available(), reason="no oneDNN fused linear"))]
@@ -197,7 +197,7 @@ def test_predict_fast_gives_the_same_labels_as_fp32(trained, films):
 def test_predict_gives_the_transformers_pipelines_scores(trained, films):
     from transformers import pipeline
 
-    from spcxr_hub.imaging import load_image
+    from spcxr_hub.models.spcxr.imaging import load_image
 
     classify = pipeline("image-classification", model=str(trained))
     for result in predictions("--model", trained, *films[:3]):

@@ -11,10 +11,10 @@ import torch
 from conftest import spcxr, tiny_config_kwargs
 
 from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrImageProcessor, SpcxrModel
-from spcxr_hub.devices import DeviceError, model_device, resolve_device, to_device
-from spcxr_hub.evaluation import predict
-from spcxr_hub.plugins import get_task
-from spcxr_hub.saving import save_model_directory
+from spcxr_hub.inference.devices import DeviceError, model_device, resolve_device, to_device
+from spcxr_hub.evaluation.evaluate import predict
+from spcxr_hub.plugins.registry import get_task
+from spcxr_hub.hub.saving import save_model_directory
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ class DeviceCheckingClassifier(torch.nn.Module):
 
 
 def test_evaluation_predict_puts_each_batch_on_the_models_device(pneumonia):
-    from spcxr_hub.data import load_records
+    from spcxr_hub.data.records import load_records
 
     records = load_records(pneumonia.task, str(pneumonia.data), "test")
     model = DeviceCheckingClassifier(len(pneumonia.task.labels))

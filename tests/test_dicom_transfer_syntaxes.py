@@ -24,14 +24,14 @@ from pydicom.dataset import FileMetaDataset  # noqa: E402
 from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.pixels import get_decoder  # noqa: E402
 
-from spcxr_hub.imaging import ImageDecodeError, load_image  # noqa: E402
+from spcxr_hub.models.spcxr.imaging import ImageDecodeError, load_image  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location("make_dicoms", DATA / "make_dicoms.py")
 make_dicoms = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_dicoms)
 
-REGENERATE = "if spcxr_hub.synthetic changed on purpose, rerun tests/data/make_dicoms.py"
+REGENERATE = "if spcxr_hub.data.synthetic changed on purpose, rerun tests/data/make_dicoms.py"
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -53,12 +53,12 @@ def films(tmp_path_factory):
 
 
 def test_every_user_error_derives_from_one_base_class():
-    from spcxr_hub.cards import CardError
-    from spcxr_hub.data import LayoutError, UnknownLabelError
-    from spcxr_hub.plugins import PluginError, UnknownTaskError
-    from spcxr_hub.pretraining import UnreadableImageError
-    from spcxr_hub.publishing import PublishError
-    from spcxr_hub.tasks import TaskError
+    from spcxr_hub.hub.cards import CardError
+    from spcxr_hub.data.records import LayoutError, UnknownLabelError
+    from spcxr_hub.plugins.registry import PluginError, UnknownTaskError
+    from spcxr_hub.training.pretraining import UnreadableImageError
+    from spcxr_hub.hub.publishing import PublishError
+    from spcxr_hub.plugins.tasks import TaskError
 
     for error in (CardError, LayoutError, UnknownLabelError, PluginError, UnknownTaskError, UnreadableImageError,
                   PublishError, TaskError, UsageError):

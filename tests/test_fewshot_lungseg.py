@@ -60,7 +60,7 @@ def test_outputs_say_synthetic_and_show_the_table_and_plot(quick):
 
 def test_given_backbone_and_montgomery_folder_skip_pretraining(quick, tmp_path):
     """The real-data path: a Montgomery-layout folder and an existing backbone (e.g. spcxr/vit-s)."""
-    from spcxr_hub.plugins import get_task
+    from spcxr_hub.plugins.registry import get_task
 
     _, work, _ = quick
     montgomery = get_task("lungseg").write_synthetic(tmp_path / "MontgomerySet", 5, 7)
@@ -73,7 +73,7 @@ def test_given_backbone_and_montgomery_folder_skip_pretraining(quick, tmp_path):
 
 
 def test_a_backbone_of_another_architecture_is_refused(quick, tmp_path):
-    from spcxr_hub.finetuning import preset_config
+    from spcxr_hub.training.finetuning import preset_config
 
     preset_config("tiny", hidden_size=32, image_size=64).save_pretrained(tmp_path / "other")
     with pytest.raises(SystemExit, match="hidden_size 32 vs 64"):

@@ -7,8 +7,8 @@ import dataclasses  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from spcxr_hub import gmml  # noqa: E402
-from spcxr_hub.gmml import CorruptionConfig, corrupt, reconstruction_loss, sample_rectangles  # noqa: E402
+from spcxr_hub.training import gmml  # noqa: E402
+from spcxr_hub.training.gmml import CorruptionConfig, corrupt, reconstruction_loss, sample_rectangles  # noqa: E402
 
 NO_PASTE = CorruptionConfig(paste_prob=0.0)
 

@@ -8,8 +8,10 @@ import torch
 from PIL import Image
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
-from spcxr_hub import SpcxrImageProcessor, synthetic
-from spcxr_hub.imaging import ImageDecodeError
+from spcxr_hub import SpcxrImageProcessor
+
+from spcxr_hub.data import synthetic
+from spcxr_hub.models.spcxr.imaging import ImageDecodeError
 
 SIZE = {"height": 64, "width": 64}
 

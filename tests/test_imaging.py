@@ -15,8 +15,8 @@ from PIL import Image, ImageFile  # noqa: E402
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
-from spcxr_hub import imaging  # noqa: E402
-from spcxr_hub.imaging import (  # noqa: E402
+from spcxr_hub.models.spcxr import imaging  # noqa: E402
+from spcxr_hub.models.spcxr.imaging import (  # noqa: E402
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     ImageDecodeError,

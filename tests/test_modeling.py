@@ -13,7 +13,7 @@ from spcxr_hub import (
     SpcxrForSemanticSegmentation,
     SpcxrModel,
 )
-from spcxr_hub.modeling_spcxr import gmml_reconstruction_loss
+from spcxr_hub.models.spcxr.modeling_spcxr import gmml_reconstruction_loss
 
 ALL_MODELS = [SpcxrModel, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrForMaskedImageModeling]
 

@@ -8,8 +8,10 @@ from conftest import tiny_config_kwargs
 from PIL import Image
 from transformers import pipeline
 
-from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor, synthetic
-from spcxr_hub.saving import save_model_directory
+from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor
+
+from spcxr_hub.data import synthetic
+from spcxr_hub.hub.saving import save_model_directory
 
 LABELS = {0: "normal", 1: "pneumonia", 2: "covid"}
 

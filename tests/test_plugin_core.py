@@ -9,8 +9,9 @@ import pytest
 
 import spcxr_covid
 import spcxr_lungseg
-from spcxr_hub import TaskError, hookimpl, plugins
-from spcxr_hub.plugins import PluginError, UnknownTaskError, collect, get_registry, new_plugin_manager
+from spcxr_hub import TaskError, hookimpl
+from spcxr_hub.plugins import registry as plugins
+from spcxr_hub.plugins.registry import PluginError, UnknownTaskError, collect, get_registry, new_plugin_manager
 
 
 class Plugin:

@@ -16,8 +16,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from spcxr_hub import pretraining, synthetic  # noqa: E402
-from spcxr_hub.pretraining import (  # noqa: E402
+from spcxr_hub.training import pretraining  # noqa: E402
+
+from spcxr_hub.data import synthetic  # noqa: E402
+from spcxr_hub.training.pretraining import (  # noqa: E402
     Augmentation,
     EpochBatchSampler,
     learning_rate_at,
@@ -151,7 +153,7 @@ def test_folder_data_skips_unreadable_files_and_lists_them(tmp_path, capsys):
 
 
 def test_a_folder_marked_synthetic_is_declared_in_the_model_card(tmp_path):
-    from spcxr_hub.data import SYNTHETIC_MARKER
+    from spcxr_hub.data.records import SYNTHETIC_MARKER
 
     data = tmp_path / "phantoms"
     _write_folder(data, 4)

@@ -12,8 +12,8 @@ from hub_cache import publish_to_cache
 from test_auto_classes import WITHOUT_PROJECT, run_python
 from test_cards import make_model
 
-import spcxr_hub.publishing as publishing
-from spcxr_hub.publishing import PublishError, export_repository
+import spcxr_hub.hub.publishing as publishing
+from spcxr_hub.hub.publishing import PublishError, export_repository
 
 
 def one_line(result) -> str:

@@ -13,8 +13,10 @@ from hub_cache import publish_to_cache
 from PIL import Image
 from test_auto_classes import WITHOUT_PROJECT, run_python
 
-from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor, SpcxrModel, synthetic
-from spcxr_hub.saving import save_model_directory
+from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor, SpcxrModel
+
+from spcxr_hub.data import synthetic
+from spcxr_hub.hub.saving import save_model_directory
 
 README = Path(__file__).parents[1] / "README.md"
 

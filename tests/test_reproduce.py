@@ -8,10 +8,10 @@ import shutil
 import pytest
 from conftest import spcxr, tiny_config_kwargs
 
-import spcxr_hub.evaluation
+import spcxr_hub.evaluation.evaluate
 from spcxr_hub import SpcxrConfig, SpcxrImageProcessor, SpcxrModel
-from spcxr_hub.plugins import get_task
-from spcxr_hub.saving import save_model_directory
+from spcxr_hub.plugins.registry import get_task
+from spcxr_hub.hub.saving import save_model_directory
 
 RECIPE = ["--config", "tiny", "--image-size", "64", "--max-steps", "1", "--batch-size", "4"]
 MODELS = ["ss-cxr", "scratch", "timm:densenet121"]
@@ -131,7 +131,7 @@ def test_unknown_model_is_one_line_listing_the_known_ones(kermany, tmp_path):
 
 
 def test_a_failing_run_leaves_nothing_half_written(kermany, ss_cxr, tmp_path, monkeypatch):
-    real, calls = spcxr_hub.evaluation.evaluate_model, []
+    real, calls = spcxr_hub.evaluation.evaluate.evaluate_model, []
 
     def second_call_crashes(*args, **kwargs):
         calls.append(1)
@@ -139,7 +139,7 @@ def test_a_failing_run_leaves_nothing_half_written(kermany, ss_cxr, tmp_path, mo
             raise RuntimeError("simulated crash in the second run")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(spcxr_hub.evaluation, "evaluate_model", second_call_crashes)
+    monkeypatch.setattr(spcxr_hub.evaluation.evaluate, "evaluate_model", second_call_crashes)
     result = spcxr("reproduce", "pneumonia", "--data", kermany, "--models", "ss-cxr,scratch", "--ss-cxr", ss_cxr,
                    "--shots", 2, "--output-dir", tmp_path / "out", *RECIPE, expect=1)  # a crash: a bug, not bad input
     assert "simulated crash" in result.output

@@ -9,7 +9,7 @@ import pydicom  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from spcxr_hub.synthetic import (  # noqa: E402
+from spcxr_hub.data.synthetic import (  # noqa: E402
     FINDINGS,
     Phantom,
     generate,

@@ -8,9 +8,9 @@ from pathlib import Path
 import evaluate
 import pytest
 
-from spcxr_hub import plugins
-from spcxr_hub.data import LayoutError, UnknownLabelError, load_records
-from spcxr_hub.plugins import collect, get_registry, new_plugin_manager
+from spcxr_hub.plugins import registry as plugins
+from spcxr_hub.data.records import LayoutError, UnknownLabelError, load_records
+from spcxr_hub.plugins.registry import collect, get_registry, new_plugin_manager
 
 import spcxr_tuberculosis  # installed by `make test` (pip install --no-deps -e examples/tuberculosis-plugin)
 
@@ -91,4 +91,4 @@ def test_example_uses_only_the_public_api():
     for path in Path(spcxr_tuberculosis.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("spcxr_hub"):
-                assert node.module in {"spcxr_hub", "spcxr_hub.data", "spcxr_hub.layouts", "spcxr_hub.synthetic"}, path
+                assert node.module in {"spcxr_hub", "spcxr_hub.data", "spcxr_hub.data.records", "spcxr_hub.data.layouts", "spcxr_hub.data.synthetic"}, path

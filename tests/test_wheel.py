@@ -74,7 +74,7 @@ def user(installed, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(user):
     """`spcxr finetune` → `spcxr card` → `spcxr export` of a tiny pneumonia model, all from the installed wheel."""
-    from spcxr_hub.plugins import get_task
+    from spcxr_hub.plugins.registry import get_task
 
     data = get_task("pneumonia").write_synthetic(user.work / "kermany", 4, 0)
     user("finetune", "pneumonia", "--data", data, "--output-dir", user.work / "model", *TINY)
@@ -93,17 +93,18 @@ def pretrained(user):
 
 def test_commands_run_from_the_installed_package(exported, pretrained, installed, user):
     opened = {Path(line) for line in user.opened.read_text().splitlines()}
-    for module in ("spcxr_hub/cli.py", "spcxr_hub/cards.py", "spcxr_pneumonia/__init__.py"):
+    for module in ("spcxr_hub/cli.py", "spcxr_hub/hub/cards.py", "spcxr_pneumonia/__init__.py"):
         assert installed / module in opened, module
 
 
 def test_the_wheel_ships_the_card_templates_and_the_remote_code(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    from spcxr_hub.cards import TEMPLATES
-    from spcxr_hub.modeling_spcxr import MODEL_CODE_FILES, PROCESSOR_CODE_FILES
+    from spcxr_hub.hub.cards import TEMPLATES
+    from spcxr_hub.models.spcxr.modeling_spcxr import code_files
 
-    assert {f"spcxr_hub/card_templates/{name}" for name in TEMPLATES.values()} <= names
-    assert {f"spcxr_hub/{name}" for name in MODEL_CODE_FILES + PROCESSOR_CODE_FILES} <= names
+    assert {f"spcxr_hub/hub/card_templates/{name}" for name in TEMPLATES.values()} <= names
+    remote_code = {f"spcxr_hub/models/spcxr/{path.name}" for path in code_files(ROOT / "spcxr_hub/models/spcxr")}
+    assert {"spcxr_hub/models/spcxr/modeling_spcxr.py", "spcxr_hub/models/spcxr/imaging.py"} <= remote_code <= names
     for plugin in ("covid", "pneumonia", "screening", "lungseg"):
         assert f"spcxr_{plugin}/metrics/{plugin}.py" in names
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub import data, layouts
+from spcxr_hub.data import records as data
+
+from spcxr_hub.data import layouts
 
 LAYOUT = "COVIDx CXR-3 (train.txt/test.txt + train/, test/)"
 LABELS = ("negative", "positive")

@@ -6,7 +6,7 @@
 
 The set ships no split. The documented deterministic one: the images sorted by file name, every fifth
 (index % 5 == 4) is `test`, the others `train`. A record's label is the pair [left mask, right mask]: the lung mask
-is their union (see `spcxr_hub.data.load_mask`).
+is their union (see `spcxr_hub.data.records.load_mask`).
 """
 
 from functools import partial
@@ -14,7 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub import data, layouts, synthetic
+from spcxr_hub.data import records as data
+
+from spcxr_hub.data import layouts
+
+from spcxr_hub.data import synthetic
 
 LAYOUT = "Montgomery County (CXR_png/, ManualMask/leftMask/, ManualMask/rightMask/)"
 LABELS = ("background", "lung")

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spcxr_hub import data, layouts
+from spcxr_hub.data import records as data
+
+from spcxr_hub.data import layouts
 
 LAYOUT = "Chest X-Ray Images (Pneumonia) ({train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg)"
 FOLDERS = ("NORMAL", "PNEUMONIA")

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub import data, layouts, synthetic
+from spcxr_hub.data import records as data
+
+from spcxr_hub.data import layouts
+
+from spcxr_hub.data import synthetic
 
 LAYOUT = "NIH ChestX-ray14 (Data_Entry_2017.csv, train_val_list.txt/test_list.txt, images*/)"
 ENTRIES = "Data_Entry_2017.csv"

@@ -6,8 +6,8 @@ from the project's dependencies writes JPEG Lossless (process 14) or JPEG-LS thr
 for them; pylibjpeg-libjpeg decodes only), so those files are made once here with DCMTK, an encoder independent of
 the decoders the tests exercise (python-gdcm) -- which is what a PACS export is.
 
-All of them are the same synthetic film, `film_dataset()`: ``spcxr_hub.synthetic.generate(7, (64, 80))`` written by
-``spcxr_hub.synthetic.write_dicom`` (Digital X-Ray, MONOCHROME2, 16 bits allocated, 12 bits stored, explicit VR
+All of them are the same synthetic film, `film_dataset()`: ``spcxr_hub.data.synthetic.generate(7, (64, 80))`` written by
+``spcxr_hub.data.synthetic.write_dicom`` (Digital X-Ray, MONOCHROME2, 16 bits allocated, 12 bits stored, explicit VR
 little endian). 64 x 80 (rows x columns, non-square so that a swap shows) keeps each file near 6 KB.
 
 Recreate them (Debian 12, DCMTK 3.6.7; the commands are in `FIXTURES` below)::
@@ -46,14 +46,14 @@ FIXTURES = {
 
 def film_image():
     """The synthetic film as a float (rows, columns) image in [0, 1]."""
-    from spcxr_hub import synthetic
+    from spcxr_hub.data import synthetic
 
     return synthetic.generate(FILM_SEED, FILM_SIZE).image
 
 
 def write_film(path) -> Path:
     """The film as an uncompressed DICOM file (explicit VR little endian): the source of every fixture."""
-    from spcxr_hub import synthetic
+    from spcxr_hub.data import synthetic
 
     return synthetic.write_dicom(path, film_image(), bits_stored=FILM_BITS_STORED)
 

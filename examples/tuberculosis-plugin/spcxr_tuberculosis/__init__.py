@@ -1,7 +1,7 @@
 """Tuberculosis detection on the Shenzhen chest X-ray set: an example third-party plugin for SPCXR Hub.
 
 Everything a task needs comes from the public API (`spcxr_hub`: the Task contract and `hookimpl`;
-`spcxr_hub.data` / `spcxr_hub.layouts`: layout helpers). The package is found through its entry point
+`spcxr_hub.data.records` / `spcxr_hub.data.layouts`: layout helpers). The package is found through its entry point
 (`[project.entry-points.spcxr_hub]` in pyproject.toml), exactly as the built-in tasks are.
 """
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub import data, layouts
+from spcxr_hub.data import records as data
+
+from spcxr_hub.data import layouts
 
 LAYOUT = "Shenzhen (CXR_png/CHNCXR_####_{0,1}.png)"
 LABELS = ("normal", "tuberculosis")

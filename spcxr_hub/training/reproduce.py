@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backbones import SCRATCH, available_backbones, get_backbone
-from .errors import InputNotFoundError, SpcxrError, UsageError
+from ..errors import InputNotFoundError, SpcxrError, UsageError
 from .recipe import Recipe
-from .saving import atomic_directory
-from .tasks import Task
+from ..hub.saving import atomic_directory
+from ..plugins.tasks import Task
 
 SS_CXR = "ss-cxr"
 DEFAULT_SS_CXR = "spcxr/vit-s"
@@ -110,7 +110,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def dataset_label(source: str) -> str:
     """How a data source is named in the tables: a local folder by its name (marked when synthetic), a Hub id as is."""
-    from .data import is_synthetic
+    from ..data.records import is_synthetic
 
     path = Path(source)
     if path.exists():
@@ -197,8 +197,8 @@ def load_model_directory(directory: Path):
 
 def reproduce(options: ReproduceOptions, task: Task) -> dict:
     """Fine-tunes and evaluates every (model, seed); writes the output directory. Returns results.json's content."""
-    from .data import is_synthetic, load_records
-    from .evaluation import evaluate_model
+    from ..data.records import is_synthetic, load_records
+    from ..evaluation.evaluate import evaluate_model
     from .finetuning import FinetuneOptions, finetune
 
     specs = parse_models(options.models, options.ss_cxr)
@@ -206,7 +206,7 @@ def reproduce(options: ReproduceOptions, task: Task) -> dict:
         size = None if spec.backbone == "spcxr" else options.image_size or task.defaults.image_size
         get_backbone(spec.backbone).check(task, size)
         if spec.backbone == "spcxr" and spec.init != SCRATCH:
-            from .configuration_spcxr import SpcxrConfig
+            from ..models.spcxr.configuration_spcxr import SpcxrConfig
 
             SpcxrConfig.from_pretrained(spec.init)
         elif spec.init and spec.init != SCRATCH and not Path(spec.init).exists():

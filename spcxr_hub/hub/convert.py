@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .configuration_spcxr import SpcxrConfig
-from .errors import UsageError
-from .modeling_spcxr import SpcxrModel
+from ..models.spcxr.configuration_spcxr import SpcxrConfig
+from ..errors import UsageError
+from ..models.spcxr.modeling_spcxr import SpcxrModel
 
 # Wrappers seen around the backbone in released checkpoints (DDP, DINO/GMML student/teacher, SiT).
 CHECKPOINT_SUBDICTS = ("state_dict", "model", "student", "teacher", "module")

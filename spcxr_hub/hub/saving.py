@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputExistsError
+from ..errors import OutputExistsError
 
 
 def _public(path: Path, mode: int) -> None:

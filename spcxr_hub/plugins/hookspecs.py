@@ -23,4 +23,4 @@ def register_tasks(register):
 def register_backbones(register):
     """Call `register(name, factory)` for every backbone the plugin provides (used as `--backbone NAME`):
     `factory(task, init, *, config, image_size, drop_path_rate)` returns a transformers `PreTrainedModel` with the
-    task's head, or a `spcxr_hub.backbones.Backbone`; see docs/baselines.md."""
+    task's head, or a `spcxr_hub.training.backbones.Backbone`; see docs/baselines.md."""

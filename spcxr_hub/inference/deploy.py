@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .imaging import DEFAULT_MAX_PIXELS, load_image, to_model_size
-from .vit_layers import SpcxrEmbeddings, linear_plus
+from ..models.spcxr.imaging import DEFAULT_MAX_PIXELS, load_image, to_model_size
+from ..models.spcxr.vit_layers import SpcxrEmbeddings, linear_plus
 
 __all__ = [
     "LEAN_CONFIG_DEFAULTS",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 SINGLE_LABEL = "single-label"
 MULTI_LABEL = "multi-label"
@@ -22,11 +22,11 @@ KINDS = (SINGLE_LABEL, MULTI_LABEL, SEGMENTATION)
 
 FolderReader = Callable[[Path, str], list[dict]]
 """`read_folder(root, split)` → records of that split, from the dataset's native folder layout. It raises
-`spcxr_hub.data.LayoutError` naming the missing file when `root` is not in the layout."""
+`spcxr_hub.data.records.LayoutError` naming the missing file when `root` is not in the layout."""
 
 SyntheticWriter = Callable[[Path, int, int], Path]
 """`write_synthetic(root, images_per_class, seed)` writes a small dataset in the task's native layout, made with
-`spcxr_hub.synthetic`, and returns `root`: the demo and tests use it."""
+`spcxr_hub.data.synthetic`, and returns `root`: the demo and tests use it."""
 
 
 class TaskError(UsageError):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .cards import (METRICS, PICKLE_SUFFIXES, PRETRAINING_SUMMARY, TRAINING_LOG, UNSET, build_card,
                     training_summary_for, write_bundle)
-from .errors import UsageError
+from ..errors import UsageError
 from .saving import atomic_directory
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -78,7 +78,7 @@ def copy_model_files(model_dir: Path, staging: Path) -> None:
     if not (staging / "preprocessor_config.json").is_file():
         if config.get("model_type") != "spcxr":
             raise PublishError(f"{model_dir}: no preprocessor_config.json (save the image processor beside the model)")
-        from .image_processing_spcxr import SpcxrImageProcessor
+        from ..models.spcxr.image_processing_spcxr import SpcxrImageProcessor
 
         size = config.get("image_size", 224)
         SpcxrImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
@@ -99,7 +99,7 @@ def export_repository(model_dir: str | os.PathLike, repo_dir: str | os.PathLike,
     """Writes a complete Hub repository folder for the model in `model_dir` to `repo_dir`, all or nothing.
 
     The card is rendered for `repo_id` (its widget URLs and model-index name) from the files of `model_dir`;
-    `example_images`, `synthetic` and `base_model` are passed to it (see `spcxr_hub.cards.render_card`). A
+    `example_images`, `synthetic` and `base_model` are passed to it (see `spcxr_hub.hub.cards.render_card`). A
     `training_summary` JSON kept elsewhere is published with the model (as `training_log.json` for fine-tuning,
     `trainer_state.json` for pretraining), so the card of the repository can always be written again from it."""
     model_dir, repo_dir = Path(model_dir), Path(repo_dir)

@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
-from .errors import SpcxrError
+from ..errors import SpcxrError
 from .tasks import Task, TaskError
 
 GROUP = "spcxr_hub"

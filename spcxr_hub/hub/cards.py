@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 from .saving import atomic_directory, atomic_file
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "card_templates"  # package data: installed with the wheel
@@ -192,7 +192,7 @@ def local_synthetic(directory: Path) -> bool | None:
 def lookup_task(name: str | None):
     if not name:
         return None
-    from .plugins import get_task
+    from ..plugins.registry import get_task
 
     try:
         return get_task(name)
@@ -258,15 +258,15 @@ def format_value(value) -> str:
 
 
 def default_example_images() -> list[tuple[np.ndarray, str]]:
-    """Two phantom films from `spcxr_hub.synthetic`: publishing patient images in a card is never needed."""
-    from . import synthetic
+    """Two phantom films from `spcxr_hub.data.synthetic`: publishing patient images in a card is never needed."""
+    from ..data import synthetic
 
     return [(synthetic.generate(101, 256).image, "Synthetic phantom (no finding)"),
             (synthetic.generate(102, 256, ("pneumonia",)).image, "Synthetic phantom (lobar consolidation)")]
 
 
 def collect_examples(model_dir: Path, example_images) -> list[tuple[np.ndarray, str]]:
-    from .imaging import load_image
+    from ..models.spcxr.imaging import load_image
 
     if example_images is None:
         existing = sorted((model_dir / EXAMPLES_DIR).glob("chest-*.png"), key=lambda p: natural_key(p.name))
@@ -503,7 +503,7 @@ def evaluation_context(metrics: dict, task, task_name: str | None, pipeline_tag:
         eval_synthetic = bool(synthetic) if (not data or source == str(data)) else False
     if eval_synthetic:
         dataset_type = "synthetic-phantoms"
-        dataset_name = f"Synthetic phantoms in the {task_name or 'task'} layout (spcxr_hub.synthetic)"
+        dataset_name = f"Synthetic phantoms in the {task_name or 'task'} layout (spcxr_hub.data.synthetic)"
     elif is_hub_id(source):
         dataset_type, dataset_name = source, (task.card.dataset_name if task else source)
     else:

@@ -10,10 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
-from .data import load_mask  # noqa: E402
-from .imaging import load_image  # noqa: E402
-from .saving import atomic_file  # noqa: E402
-from .tasks import MULTI_LABEL  # noqa: E402
+from ..data.records import load_mask  # noqa: E402
+from ..models.spcxr.imaging import load_image  # noqa: E402
+from ..hub.saving import atomic_file  # noqa: E402
+from ..plugins.tasks import MULTI_LABEL  # noqa: E402
 
 
 def save(figure, path: Path) -> Path:

@@ -1,8 +1,8 @@
-"""Generic native-layout helpers for task plugins (public API, next to `spcxr_hub.data`).
+"""Generic native-layout helpers for task plugins (public API, next to `spcxr_hub.data.records`).
 
 Reading: numbered lines of a list file, the images of one folder, `{split}/{CLASS}/*` class folders, and the
 documented deterministic train/test split of datasets that ship none. Writing: a synthetic dataset from the phantom
-generator, one image per planned file. Every reading helper raises `spcxr_hub.data.LayoutError` naming the missing
+generator, one image per planned file. Every reading helper raises `spcxr_hub.data.records.LayoutError` naming the missing
 file or folder, and `UnknownLabelError` naming a class folder the task does not know.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from . import synthetic
-from .data import SYNTHETIC_MARKER, LayoutError, UnknownLabelError, require
-from .errors import UsageError
-from .imaging import IMAGE_SUFFIXES
+from .records import SYNTHETIC_MARKER, LayoutError, UnknownLabelError, require
+from ..errors import UsageError
+from ..models.spcxr.imaging import IMAGE_SUFFIXES
 
 SPLITS_BY_HOLDOUT = ("train", "test")
 
@@ -81,7 +81,7 @@ def write_phantoms(
     masks or list their labels. The same arguments give the same files."""
     Path(root).mkdir(parents=True, exist_ok=True)
     (Path(root) / SYNTHETIC_MARKER).write_text(
-        "# Synthetic data\n\nEvery image here is a phantom drawn by `spcxr_hub.synthetic`, not a radiograph of a "
+        "# Synthetic data\n\nEvery image here is a phantom drawn by `spcxr_hub.data.synthetic`, not a radiograph of a "
         "person. Models trained on it, and their numbers, say so.\n"
     )
     phantoms = []

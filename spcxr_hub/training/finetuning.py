@@ -1,13 +1,13 @@
 """Fine-tuning a backbone on a task (DeiT/BEiT recipe: AdamW, layer-wise lr decay, warm-up, cosine, drop path).
 
-The backbone is SS-CXR's ViT by default (`backbone="spcxr"`) or any registered one (`spcxr_hub.backbones`: the timm
+The backbone is SS-CXR's ViT by default (`backbone="spcxr"`) or any registered one (`spcxr_hub.training.backbones`: the timm
 baselines, plugins' backbones); layer-wise lr decay applies where the backbone maps parameters to blocks (ViTs), other
 backbones (CNNs) train with one learning rate.
 
 Runs under Accelerate (`accelerate launch -m spcxr_hub.cli finetune …` for several processes). The output directory
 is written all at once at the end: the model (loadable by the Auto classes and pipelines), `metrics.json` and plots
 from the test split, `training_log.json` and `loss_curve.png`. Checkpoints for `--resume` live beside it in
-`<output-dir>-checkpoints/` until the run finishes (`spcxr_hub.checkpoints`, shared with pretraining); resuming
+`<output-dir>-checkpoints/` until the run finishes (`spcxr_hub.training.checkpoints`, shared with pretraining); resuming
 with another model configuration, task or recipe is refused with one line naming what differs.
 """
 
@@ -24,15 +24,15 @@ from tqdm.auto import tqdm
 
 from .backbones import SCRATCH, get_backbone
 from .checkpoints import check_checkpoint, latest_checkpoint, model_config_fingerprint, save_checkpoint
-from .configuration_spcxr import SpcxrConfig
-from .data import TaskDataset, collate, load_records
-from .errors import InputNotFoundError, OutputExistsError, UsageError
-from .image_processing_spcxr import SpcxrImageProcessor
-from .modeling_spcxr import SpcxrForImageClassification, SpcxrForSemanticSegmentation
+from ..models.spcxr.configuration_spcxr import SpcxrConfig
+from ..data.records import TaskDataset, collate, load_records
+from ..errors import InputNotFoundError, OutputExistsError, UsageError
+from ..models.spcxr.image_processing_spcxr import SpcxrImageProcessor
+from ..models.spcxr.modeling_spcxr import SpcxrForImageClassification, SpcxrForSemanticSegmentation
 from .presets import CONFIG_PRESETS
 from .recipe import Recipe
-from .saving import atomic_directory
-from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
+from ..hub.saving import atomic_directory
+from ..plugins.tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
 
 PROGRESS_FILE = "progress.json"  # the step and the losses so far, beside accelerate's state in each checkpoint
 KEEP_CHECKPOINTS = 2
@@ -78,7 +78,7 @@ def label_fields(task: Task) -> dict:
 
 def build_model(task: Task, init: str | None = None, *, config: str = "vit-s", image_size: int | None = None,
                 drop_path_rate: float = 0.0, backbone: str = "spcxr"):
-    """The task's head on the named backbone (see `spcxr_hub.backbones`); `init` None is the backbone's default."""
+    """The task's head on the named backbone (see `spcxr_hub.training.backbones`); `init` None is the backbone's default."""
     chosen = get_backbone(backbone)
     return chosen(task, init or chosen.default_init, config=config, image_size=image_size,
                   drop_path_rate=drop_path_rate)
@@ -132,7 +132,7 @@ def parameter_groups(model, learning_rate: float, weight_decay: float, layer_dec
                      layers: tuple | None = None) -> list[dict]:
     """BEiT's layer-wise lr decay: lr × decay^(depth − layer); no weight decay on biases, norms and embeddings.
 
-    `layers` = (number of blocks, parameter name → layer) (see `spcxr_hub.backbones.LayerMap`); by default SS-CXR's
+    `layers` = (number of blocks, parameter name → layer) (see `spcxr_hub.training.backbones.LayerMap`); by default SS-CXR's
     names. `(0, None)` puts every parameter at one learning rate (CNNs: their stages are not a ViT's blocks)."""
     num_layers, layer_of = layers or (model.config.num_hidden_layers, None)
     if layer_of is None:
@@ -173,10 +173,10 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
-    from . import plots
-    from .cards import write_card
-    from .data import is_synthetic
-    from .evaluation import evaluate_model
+    from ..evaluation import plots
+    from ..hub.cards import write_card
+    from ..data.records import is_synthetic
+    from ..evaluation.evaluate import evaluate_model
 
     defaults = task.defaults
     pick = lambda value, default: default if value is None else value  # noqa: E731
@@ -281,7 +281,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
 
 
 def run_fingerprint(options: FinetuneOptions, task: Task, model, init: str, total_steps: int, num_processes: int) -> dict:
-    """What a checkpoint must share with the run that resumes it (spcxr_hub.checkpoints): the model config, the task
+    """What a checkpoint must share with the run that resumes it (spcxr_hub.training.checkpoints): the model config, the task
     and every option that changes what is trained (paths resolved, so another working directory still matches)."""
     local = lambda value: str(Path(value).resolve()) if value and Path(value).exists() else value  # noqa: E731
     training = {k: v for k, v in asdict(options).items() if k not in RUN_CONTROL_OPTIONS | {"task"}}

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UsageError
-from .imaging import ImageDecodeError, load_image
-from .tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
+from ..errors import UsageError
+from ..models.spcxr.imaging import ImageDecodeError, load_image
+from ..plugins.tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
 
 
 # Dropped at the root of every synthetic dataset (`layouts.write_phantoms`), so what is trained on it can say so.
@@ -54,7 +54,7 @@ def check_split(task: Task, split: str) -> None:
 
 
 def load_records(task: Task, source: str | Path, split: str) -> Sequence[dict]:
-    """Records (`{"image": …, "label": …}`, see `spcxr_hub.tasks`) of one split.
+    """Records (`{"image": …, "label": …}`, see `spcxr_hub.plugins.tasks`) of one split.
 
     `source` is a local folder in the task's native layout, or a Hugging Face dataset id loaded with
     `datasets.load_dataset` (columns renamed by `task.hub_columns`; string labels mapped to the task's labels).

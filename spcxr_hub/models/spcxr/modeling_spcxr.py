@@ -38,8 +38,13 @@ AUTO_MAP = {
     "AutoModelForMaskedImageModeling": "modeling_spcxr.SpcxrForMaskedImageModeling",
 }
 PROCESSOR_AUTO_MAP = {"AutoImageProcessor": "image_processing_spcxr.SpcxrImageProcessor"}
-MODEL_CODE_FILES = ("configuration_spcxr.py", "modeling_spcxr.py", "vit_layers.py")
-PROCESSOR_CODE_FILES = ("image_processing_spcxr.py", "imaging.py")
+PROCESSOR_FILE = "image_processing_spcxr.py"
+
+
+def code_files(folder: Path) -> list[Path]:
+    """The remote code a saved model carries: every module of this folder (`spcxr_hub/models/spcxr/` installed, or
+    the folder transformers loaded this file from as remote code)."""
+    return sorted(path for path in folder.glob("*.py") if path.name != "__init__.py")
 
 
 def eager_attention_forward(
@@ -174,13 +179,12 @@ class SpcxrPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves as transformers does, plus the code files and an `auto_map` covering every Auto class, so the
         directory loads with `trust_remote_code=True` where this project is not installed."""
-        here = Path(__file__).parent
-        with_processor = all((here / name).is_file() for name in PROCESSOR_CODE_FILES)
+        files = code_files(Path(__file__).parent)
+        with_processor = any(path.name == PROCESSOR_FILE for path in files)
         self.config.auto_map = {**AUTO_MAP, **(PROCESSOR_AUTO_MAP if with_processor else {})}
         super().save_pretrained(save_directory, *args, **kwargs)
-        files = MODEL_CODE_FILES + (PROCESSOR_CODE_FILES if with_processor else ())
-        for name in files:
-            shutil.copyfile(here / name, Path(save_directory) / name)
+        for path in files:
+            shutil.copyfile(path, Path(save_directory) / path.name)
 
 
 class SpcxrModel(SpcxrPreTrainedModel):
@@ -297,7 +301,7 @@ class SpcxrForMaskedImageModeling(SpcxrPreTrainedModel):
 
     Inputs: `pixel_values` (B, C, H, W), the corrupted images; `labels` (B, C, H, W), the clean images (the target);
     `pixel_mask` (B, 1, H, W) bool, True where pixels were corrupted. The corruption itself is an input (see
-    `spcxr_hub.gmml.corrupt`) so a forward pass is deterministic. The loss is computed when `labels` is given.
+    `spcxr_hub.training.gmml.corrupt`) so a forward pass is deterministic. The loss is computed when `labels` is given.
     """
 
     # The backbone here has no final LayerNorm (see __init__): a backbone checkpoint's norm is dropped on loading.

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 

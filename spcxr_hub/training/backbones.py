@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputNotFoundError, SpcxrError, UsageError
-from .hookspecs import hookimpl
-from .tasks import SEGMENTATION, Task
+from ..errors import InputNotFoundError, SpcxrError, UsageError
+from ..plugins.hookspecs import hookimpl
+from ..plugins.tasks import SEGMENTATION, Task
 
 SCRATCH = "scratch"
 TIMM_PREFIX = "timm:"
@@ -267,7 +267,7 @@ def available_backbones(registry=None) -> dict[str, Callable]:
     """Registered backbones (plugins, the built-in one included) over the built-ins, which stay available when
     `SPCXR_LOAD_PLUGINS` leaves this plugin out."""
     if registry is None:
-        from .plugins import get_registry
+        from ..plugins.registry import get_registry
 
         registry = get_registry()
     return {**BUILTIN, **registry.backbones}

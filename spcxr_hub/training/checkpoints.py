@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 META = "spcxr_checkpoint.json"
 PATTERN = re.compile(r"^step-(\d+)$")

@@ -1,0 +1,1 @@
+"""Inference: where tensors go (`devices`), and the lean and fast CPU deployment paths (`deploy`)."""
