@@ -32,7 +32,7 @@ print(classify({image!r})[0])
 TRANSFORMERS_PATH = """
 import torch
 import spcxr_hub
-from spcxr_hub.cli import classification_result, load_for_inference
+from spcxr_hub.inference.predictions import classification_result, load_for_inference
 model, processor, _ = load_for_inference({model!r})
 with torch.inference_mode():
     logits = model(**processor({image!r}, return_tensors="pt")).logits

@@ -2,8 +2,8 @@
 
 For each format (8-bit PNG, 16-bit PNG, DICOM), timed interleaved with the model-only forward passes:
 
-* `predict loop`: what `spcxr predict` runs once the model is loaded — `cli.decoded_batches` (decoding and
-  preprocessing on a thread pool, prefetching up to two batches) → forward → `cli.classification_result`;
+* `predict loop`: what `spcxr predict` runs once the model is loaded — `spcxr_hub.inference.predictions.decoded_batches` (decoding and
+  preprocessing on a thread pool, prefetching up to two batches) → forward → `predictions.classification_result`;
 * `sequential` (the loop before the overlap was added): decode, then forward, in one thread;
 * `model only`: the forward passes on pre-made batches of the same size and count.
 
@@ -54,7 +54,7 @@ def save_classifier(directory: Path, settings: Settings) -> None:
 def measure(settings: Settings) -> list[Row]:
     import torch
 
-    from spcxr_hub import cli
+    from spcxr_hub.inference import predictions
     from spcxr_hub.inference.deploy import optimize_for_cpu
 
     torch.set_num_threads(settings.threads)
@@ -64,17 +64,17 @@ def measure(settings: Settings) -> list[Row]:
         root = Path(folder)
         films = write_films(root, count, film_size, distinct=4 if settings.quick else 16)
         save_classifier(root / "model", settings)
-        model, processor, _ = cli.load_for_inference(str(root / "model"), lean=True)
-        fast = optimize_for_cpu(cli.load_for_inference(str(root / "model"), lean=True)[0],
+        model, processor, _ = predictions.load_for_inference(str(root / "model"), lean=True)
+        fast = optimize_for_cpu(predictions.load_for_inference(str(root / "model"), lean=True)[0],
                                 batch_size=settings.batch_size)
         batches = [torch.randn(settings.batch_size, 1, settings.image_size, settings.image_size)
                    for _ in range(count // settings.batch_size)]
 
         def predict_loop(paths, net):
             skipped, results = [], []
-            for batch in cli.decoded_batches(paths, processor, settings.batch_size, False, skipped):
+            for batch in predictions.decoded_batches(paths, processor, settings.batch_size, False, skipped):
                 logits = net(pixel_values=torch.cat([pixels for _, pixels in batch]))
-                results += [cli.classification_result(path, item, net.config, 3) for (path, _), item in zip(batch, logits)]
+                results += [predictions.classification_result(path, item, net.config, 3) for (path, _), item in zip(batch, logits)]
             assert len(results) == len(paths), skipped
 
         def sequential_loop(paths, net):

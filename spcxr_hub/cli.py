@@ -169,30 +169,6 @@ def finetune(
         typer.echo(f"saved to {output_dir}")
 
 
-def load_for_inference(model: str, trust_remote_code: bool = False, *, lean: bool = False):
-    """Model (head chosen from its config) and image processor from a directory or Hub id.
-
-    With `lean`, a local SS-CXR classifier directory loads through `spcxr_hub.inference.deploy` without importing transformers'
-    model machinery (same outputs, about half the start-up time); anything else loads through the Auto classes."""
-    if lean and not trust_remote_code and Path(model).is_dir():
-        from .inference.deploy import LeanProcessor, load_lean_classifier
-
-        classifier = load_lean_classifier(model)
-        processor = LeanProcessor.from_directory(model) if classifier is not None else None
-        if processor is not None:
-            return classifier, processor, False
-    import spcxr_hub  # noqa: F401  (registers the Auto classes)
-    from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageClassification,
-                              AutoModelForSemanticSegmentation)
-
-    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    segmentation = any(a.endswith("ForSemanticSegmentation") for a in config.architectures or [])
-    auto = AutoModelForSemanticSegmentation if segmentation else AutoModelForImageClassification
-    loaded = auto.from_pretrained(model, trust_remote_code=trust_remote_code).eval()
-    processor = AutoImageProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
-    return loaded, processor, segmentation
-
-
 # Where inference runs (spcxr_hub.inference.devices.resolve_device): predict, evaluate and embed.
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")]
 
@@ -211,12 +187,13 @@ def evaluate(
 ):
     """Evaluate a model on a task's split: metrics JSON, confusion matrix and ROC, or mask overlays."""
     from .data.records import load_records
-    from .inference.devices import resolve_device
     from .evaluation.evaluate import check_model_labels, evaluate_model
+    from .inference import predictions
+    from .inference.devices import resolve_device
 
     target = resolve_device(device)
     chosen = load_task(task)
-    loaded, processor, _ = load_for_inference(model)
+    loaded, processor, _ = predictions.load_for_inference(model)
     loaded = loaded.to(target)  # evaluate_model runs batches on the model's device
     check_model_labels(loaded, chosen, model)
     records = load_records(chosen, data, split)
@@ -225,76 +202,6 @@ def evaluate(
                             batch_size=batch_size, strict=strict)
     typer.echo(json.dumps(report["metrics"], indent=2))
     typer.echo(f"wrote {output_dir / 'metrics.json'}")
-
-
-def expand_files(files: list[Path]) -> list[Path]:
-    from .models.spcxr.imaging import list_images
-
-    expanded = []
-    for path in files:
-        if path.is_dir():
-            expanded.extend(list_images(path))
-        elif path.exists():
-            expanded.append(path)
-        else:
-            fail(f"{path}: no such file or folder")
-    if not expanded:
-        fail("no image files given (folders are searched recursively for PNG, JPEG, TIFF, BMP and DICOM)")
-    return expanded
-
-
-def decoded_batches(paths: list[Path], processor, batch_size: int, strict: bool, skipped: list[str],
-                    workers: int | None = None):
-    """Yields lists of up to `batch_size` (path, pixel_values (1, C, H, W)) in the order of `paths`, skipping (or with
-    `strict`, raising on) undecodable files. Decoding runs on `workers` threads (default: one per CPU, at most 4) up
-    to two batches ahead of the consumer, so it overlaps with the model's forward pass: Pillow's decoders, zlib and
-    numpy release the GIL."""
-    import collections
-    import concurrent.futures
-
-    import torch
-
-    from .models.spcxr.imaging import ImageDecodeError
-
-    def decode(path: Path):
-        try:
-            if hasattr(processor, "preprocess"):  # a transformers image processor
-                return processor(str(path), return_tensors="np")["pixel_values"][0], None
-            return processor(str(path)), None  # spcxr_hub.inference.deploy.LeanProcessor
-        except ImageDecodeError as error:
-            return None, error
-
-    workers = workers or min(4, os.cpu_count() or 1)
-    pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="spcxr-decode")
-    queued, remaining = collections.deque(), iter(paths)
-
-    def top_up():
-        while len(queued) < 2 * batch_size:
-            path = next(remaining, None)
-            if path is None:
-                return
-            queued.append((path, pool.submit(decode, path)))
-
-    try:
-        batch = []
-        top_up()
-        while queued:
-            path, future = queued.popleft()
-            top_up()
-            pixels, error = future.result()
-            if error is not None:
-                if strict:
-                    raise error
-                skipped.append(str(error))
-                continue
-            batch.append((path, torch.from_numpy(pixels)[None]))
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @app.command()
@@ -320,11 +227,12 @@ def predict(
 
     import torch
 
+    from .inference import predictions
     from .inference.devices import model_device, resolve_device, to_device
 
     target = resolve_device(device)
-    paths = expand_files(files)
-    loaded, processor, segmentation = load_for_inference(model, trust_remote_code, lean=True)
+    paths = predictions.image_files(files)
+    loaded, processor, segmentation = predictions.load_for_inference(model, trust_remote_code, lean=True)
     if segmentation and output_dir is None:
         fail("--output-dir is required for a segmentation model (masks and overlays are written there)")
     fast_path = None
@@ -339,14 +247,14 @@ def predict(
     where = model_device(loaded)
     results, skipped = [], []
     with torch.inference_mode():
-        for batch in decoded_batches(paths, processor, batch_size, strict, skipped, workers):
+        for batch in predictions.decoded_batches(paths, processor, batch_size, strict, skipped, workers):
             output = loaded(pixel_values=to_device(torch.cat([pixels for _, pixels in batch]), where))
             logits = (output if isinstance(output, torch.Tensor) else output.logits).float().cpu()
             for (path, _), item in zip(batch, logits):
                 if segmentation:
-                    results.append(write_segmentation(path, item, processor, loaded.config.id2label, output_dir))
+                    results.append(predictions.write_segmentation(path, item, processor, loaded.config.id2label, output_dir))
                 else:
-                    results.append(classification_result(path, item, loaded.config, top_k))
+                    results.append(predictions.classification_result(path, item, loaded.config, top_k))
                 if fast_path is not None:
                     results[-1]["fast_path"] = asdict(fast_path)
     if as_json:
@@ -367,42 +275,6 @@ def predict(
         fail(f"none of the {len(paths)} input file(s) could be read")
 
 
-def classification_result(path: Path, logits, config, top_k: int) -> dict:
-    import torch
-
-    multi = config.problem_type == "multi_label_classification"
-    scores = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
-    order = scores.argsort(descending=True)[:top_k]
-    return {"file": str(path), "predictions": [
-        {"label": config.id2label[int(i)], "score": round(float(scores[i]), 6)} for i in order]}
-
-
-def write_segmentation(path: Path, logits, processor, id2label: dict, output_dir: Path) -> dict:
-    """Mask PNG (class ids × 255 / (K − 1)) and an overlay PNG at the film's original size."""
-    import numpy as np
-    from PIL import Image
-
-    from .evaluation.evaluate import original_size_probabilities
-    from .models.spcxr.imaging import load_image
-    from .hub.saving import atomic_file
-
-    image = load_image(str(path), max_pixels=processor.max_pixels)
-    classes = original_size_probabilities(processor, logits.float(), *image.shape).argmax(axis=0)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    stem = path.name.rsplit(".", 1)[0]
-    mask_path, overlay_path = output_dir / f"{stem}_mask.png", output_dir / f"{stem}_overlay.png"
-    scale = 255 // max(1, len(id2label) - 1)
-    with atomic_file(mask_path) as staging:
-        Image.fromarray((classes * scale).astype(np.uint8)).save(staging, format="PNG")
-    gray = (image * 255).astype(np.uint8)
-    overlay = np.stack([gray, gray, gray], axis=-1).astype(np.float32)
-    overlay[classes > 0] = 0.6 * overlay[classes > 0] + 0.4 * np.array([255, 60, 60])
-    with atomic_file(overlay_path) as staging:
-        Image.fromarray(overlay.astype(np.uint8)).save(staging, format="PNG")
-    fractions = {id2label[k]: float((classes == k).mean()) for k in sorted(id2label)}
-    return {"file": str(path), "mask": str(mask_path), "overlay": str(overlay_path), "fractions": fractions}
-
-
 @app.command()
 @readable_errors
 def embed(
@@ -420,17 +292,18 @@ def embed(
     from transformers import AutoImageProcessor, AutoModel
 
     import spcxr_hub  # noqa: F401
-    from .inference.devices import model_device, resolve_device, to_device
     from .hub.saving import atomic_file
+    from .inference import predictions
+    from .inference.devices import model_device, resolve_device, to_device
 
     target = resolve_device(device)
-    paths = expand_files(files)
+    paths = predictions.image_files(files)
     backbone = AutoModel.from_pretrained(model).eval().to(target)
     processor = AutoImageProcessor.from_pretrained(model)
     where = model_device(backbone)
     rows, skipped = {"file": [], "cls": [], "mean": []}, []
     with torch.inference_mode():
-        for batch in decoded_batches(paths, processor, batch_size, strict, skipped):
+        for batch in predictions.decoded_batches(paths, processor, batch_size, strict, skipped):
             hidden = backbone(pixel_values=to_device(torch.cat([p for _, p in batch]), where)).last_hidden_state
             hidden = hidden.float().cpu()
             if hidden.ndim != 3:

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from spcxr_hub import (SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor,
                        SpcxrModel, synthetic)
 from spcxr_hub.inference import deploy
-from spcxr_hub.cli import app, decoded_batches
+from spcxr_hub.cli import app
+from spcxr_hub.inference.predictions import decoded_batches
 from spcxr_hub.inference.deploy import (LEAN_CONFIG_DEFAULTS, LeanProcessor, bf16_is_native, fused_blocks_available,
                               load_lean_classifier, optimize_for_cpu)
 from spcxr_hub.hub.saving import save_model_directory

@@ -21,9 +21,9 @@ from spcxr_hub.errors import SpcxrError, UsageError, one_line
 SPCXR = str(Path(sys.executable).parent / "spcxr")
 # A bug planted in a fresh process: turning logits into a result raises what no user input causes.
 PLANTED_BUG = (
-    "import sys\nimport spcxr_hub.cli as cli\n"
+    "import sys\nimport spcxr_hub.cli as cli\nfrom spcxr_hub.inference import predictions\n"
     "def broken(*args, **kwargs):\n    raise ZeroDivisionError('planted bug')\n"
-    "cli.classification_result = broken\nsys.argv = ['spcxr', *sys.argv[1:]]\ncli.main()\n"
+    "predictions.classification_result = broken\nsys.argv = ['spcxr', *sys.argv[1:]]\ncli.main()\n"
 )
 
 
