@@ -53,7 +53,7 @@ def films(tmp_path_factory):
 
 
 def test_every_user_error_derives_from_one_base_class():
-    from spcxr_hub.hub.cards import CardError
+    from spcxr_hub.hub.card_facts import CardError
     from spcxr_hub.data.records import LayoutError, UnknownLabelError
     from spcxr_hub.plugins.registry import PluginError, UnknownTaskError
     from spcxr_hub.training.pretraining import UnreadableImageError

@@ -16,9 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .cards import (METRICS, PICKLE_SUFFIXES, PRETRAINING_SUMMARY, TRAINING_LOG, UNSET, build_card,
-                    training_summary_for, write_bundle)
 from ..errors import UsageError
+from .card_facts import METRICS, PRETRAINING_SUMMARY, TRAINING_LOG, training_summary_for
+from .cards import PICKLE_SUFFIXES, UNSET, build_card, write_bundle
 from .saving import atomic_directory
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
