@@ -35,11 +35,6 @@ def require(root: Path, *parts: str, layout: str) -> Path:
     return path
 
 
-def read_lines(path: Path) -> list[str]:
-    """Non-empty, stripped lines of a text file."""
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def label_index(labels: Sequence[str], name: str, where: str) -> int:
     """Index of `name` in `labels` (case-insensitive), or an UnknownLabelError naming `where`."""
     lowered = [label.lower() for label in labels]
