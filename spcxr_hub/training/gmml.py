@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.spcxr.modeling_spcxr import gmml_reconstruction_loss as reconstruction_loss
+from ..models.spcxr.gmml_head import gmml_reconstruction_loss as reconstruction_loss
 
 __all__ = ["CorruptionConfig", "corrupt", "reconstruction_loss", "sample_rectangles"]
 

@@ -1,14 +1,15 @@
 """SS-CXR: a ViT for chest radiographs pretrained with group-masked model learning (GMML), and its task heads.
 
 This file is copied to the Hugging Face Hub as remote code: it imports only torch, transformers and the files beside
-it (relatively: the configuration and `vit_layers.py`), nothing else of the project.
+it (relatively: the configuration and the torch-only layers, encoder and heads), nothing else of the project. The
+classes here wrap the torch-only modules in transformers' conventions (PreTrainedModel, outputs, attention interface,
+gradient checkpointing); the lean and fused inference paths use the same modules without transformers.
 
 Module names follow timm's ViT (`qkv`, `proj`, `norm1`, `mlp.fc1` …) so DeiT/DINO/GMML checkpoints convert by renaming.
 """
 
-import math
 import shutil
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,7 +28,20 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_spcxr import SpcxrConfig
-from .vit_layers import SpcxrEmbeddings, SpcxrPatchEmbeddings, linear_plus  # noqa: F401  (public names here too)
+from .gmml_head import SpcxrReconstructionHead, gmml_reconstruction_loss
+from .unetr_blocks import SpcxrUnetrPrUpBlock, SpcxrUnetrResBlock, SpcxrUnetrUpBlock
+from .vit_encoder import EncoderOutput, SpcxrEncoderMixin
+from .vit_layers import (  # noqa: F401  (public names here too)
+    SpcxrAttention,
+    SpcxrBlock,
+    SpcxrDropPath,
+    SpcxrEmbeddings,
+    SpcxrMLP,
+    SpcxrPatchEmbeddings,
+    eager_attention,
+    linear_plus,
+    tokens_to_grid,
+)
 
 # Every Auto class a saved directory can be loaded with through remote code (transformers leaves AutoModel out).
 AUTO_MAP = {
@@ -47,105 +61,9 @@ def code_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.glob("*.py") if path.name != "__init__.py")
 
 
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain softmax attention. query/key/value: (B, heads, N, head_dim) → output (B, N, heads, head_dim)."""
-    weights = torch.matmul(query, key.transpose(-2, -1)) * scaling
-    if attention_mask is not None:
-        weights = weights + attention_mask
-    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = F.dropout(weights, p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
-
-
-class SpcxrAttention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection, dispatched through transformers' attention interface."""
-
-    def __init__(self, config: SpcxrConfig):
-        super().__init__()
-        self.config = config
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.scaling = self.head_dim**-0.5
-        self.is_causal = False  # the SDPA integration reads this; without it attention silently turns causal
-        self.dropout = config.attention_probs_dropout_prob
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
-        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
-        context, weights = self.attend(hidden_states, output_attentions)
-        return self.proj(context), weights
-
-    def attend(self, hidden_states: torch.Tensor, output_attentions: bool = False):
-        """The attention's output before the `proj` projection: (B, N, D), and the weights when requested."""
-        batch, tokens, dim = hidden_states.shape
-        qkv = self.qkv(hidden_states).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv.unbind(0)
-        implementation = "eager" if output_attentions else self.config._attn_implementation
-        attention: Callable = eager_attention_forward
-        if implementation not in (None, "eager"):
-            attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        output, weights = attention(
-            self, query, key, value, None, scaling=self.scaling, dropout=self.dropout if self.training else 0.0
-        )
-        return output.reshape(batch, tokens, dim), weights
-
-
-class SpcxrMLP(nn.Module):
-    def __init__(self, config: SpcxrConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = ACT2FN[config.hidden_act]
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(hidden_states)))
-
-
-class SpcxrDropPath(nn.Module):
-    """Stochastic depth: drops the whole residual branch per sample while training."""
-
-    def __init__(self, rate: float):
-        super().__init__()
-        self.rate = rate
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.rate == 0.0 or not self.training:
-            return hidden_states
-        keep = hidden_states.new_empty((hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1))
-        return hidden_states * keep.bernoulli_(1.0 - self.rate) / (1.0 - self.rate)
-
-
-class SpcxrLayer(GradientCheckpointingLayer):
-    """Pre-norm transformer block."""
-
-    def __init__(self, config: SpcxrConfig, drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attention = SpcxrAttention(config)
-        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = SpcxrMLP(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.drop_path = SpcxrDropPath(drop_path)
-
-    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
-        context, weights = self.attention.attend(self.norm1(hidden_states), output_attentions)
-        if self.training:
-            hidden_states = hidden_states + self.drop_path(self.dropout(self.attention.proj(context)))
-            hidden_states = hidden_states + self.drop_path(self.dropout(self.mlp(self.norm2(hidden_states))))
-            return hidden_states, weights
-        # Inference: the residual additions ride on the output projections' matmuls (~2% faster on CPU).
-        hidden_states = linear_plus(self.attention.proj, context, hidden_states)
-        mlp = self.mlp
-        return linear_plus(mlp.fc2, mlp.act(mlp.fc1(self.norm2(hidden_states))), hidden_states), weights
+class SpcxrLayer(GradientCheckpointingLayer, SpcxrBlock):
+    """The transformer block (`vit_layers.SpcxrBlock`), checkpointable by transformers'
+    `gradient_checkpointing_enable`, which looks for `GradientCheckpointingLayer`s."""
 
 
 class SpcxrPreTrainedModel(PreTrainedModel):
@@ -187,8 +105,9 @@ class SpcxrPreTrainedModel(PreTrainedModel):
             shutil.copyfile(path, Path(save_directory) / path.name)
 
 
-class SpcxrModel(SpcxrPreTrainedModel):
-    """The SS-CXR backbone: patch embedding → transformer blocks → LayerNorm.
+class SpcxrModel(SpcxrEncoderMixin, SpcxrPreTrainedModel):
+    """The SS-CXR backbone: patch embedding → transformer blocks → LayerNorm (`vit_encoder.SpcxrEncoderMixin`, so
+    timm's `forward_features` / `forward_intermediates` / `forward_head` work here too).
 
     `hidden_states` (when requested) has `num_hidden_layers + 1` entries: the embeddings, then each block's output.
     `pooler_output` is the normalised CLS token (or the mean patch token with `classifier_pooling="mean"`).
@@ -197,21 +116,30 @@ class SpcxrModel(SpcxrPreTrainedModel):
 
     def __init__(self, config: SpcxrConfig, add_final_layernorm: bool = True):
         super().__init__(config)
-        self.embeddings = SpcxrEmbeddings(config)
-        # Plain Python, not torch.linspace(...).tolist(): that reads a tensor, which fails under meta-device
-        # construction (accelerate's init_empty_weights, low-memory loading, FSDP).
-        last = max(config.num_hidden_layers - 1, 1)
-        rates = [config.drop_path_rate * i / last for i in range(config.num_hidden_layers)]
-        self.layers = nn.ModuleList(SpcxrLayer(config, rate) for rate in rates)
-        # Without the final LayerNorm (timm's convention: an Identity in its place) for heads that read the blocks'
-        # outputs instead (GMML reconstruction): a parameter no loss reaches breaks DDP and Trainer.
-        self.layernorm = (
-            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_layernorm else nn.Identity()
-        )
+        self.build_encoder(config, SpcxrLayer, partial(ACT2FN.__getitem__, config.hidden_act), add_final_layernorm)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
+
+    def encode(self, pixel_values: torch.Tensor, indices=(), output_attentions: bool | None = None) -> EncoderOutput:
+        """`forward_intermediates` with the attention transformers' interface picks for `config._attn_implementation`
+        (eager when attentions are asked for; `output_attentions=None`: the config's), after checking the input's
+        shape. What the heads call."""
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.config.num_channels}, height, width), "
+                f"got {tuple(pixel_values.shape)}"
+            )
+        implementation = self.config._attn_implementation
+        attention = eager_attention
+        if implementation not in (None, "eager"):
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention)
+        return self.forward_intermediates(pixel_values, indices, attention, output_attentions)
+
+    def hidden_state_indices(self, output_hidden_states: bool) -> range:
+        return range(self.config.num_hidden_layers + 1) if output_hidden_states else range(0)
 
     def forward(
         self,
@@ -223,77 +151,15 @@ class SpcxrModel(SpcxrPreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple:
         """pixel_values: (B, C, H, W) normalised radiographs, H and W multiples of the patch size."""
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {self.config.num_channels}, height, width), "
-                f"got {tuple(pixel_values.shape)}"
-            )
-        pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
-        hidden_states = self.embeddings(pixel_values)
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, output_attentions)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            if output_attentions:
-                all_attentions += (weights,)
-        sequence_output = self.layernorm(hidden_states)
-        if self.config.classifier_pooling == "mean":
-            pooled_output = sequence_output[:, 1:].mean(dim=1)
-        else:
-            pooled_output = sequence_output[:, 0]
+        encoded = self.encode(pixel_values, self.hidden_state_indices(output_hidden_states), output_attentions)
         output = BaseModelOutputWithPooling(
-            last_hidden_state=sequence_output,
-            pooler_output=pooled_output,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
+            last_hidden_state=encoded.last_hidden_state,
+            pooler_output=self.forward_head(encoded.last_hidden_state),
+            hidden_states=tuple(encoded.intermediates.values()) if output_hidden_states else None,
+            attentions=encoded.attentions,
         )
         return output if return_dict else output.to_tuple()
-
-
-def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B, h·w, D) patch tokens (CLS removed) → (B, D, h, w) feature map."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
-
-
-def gmml_reconstruction_loss(
-    reconstruction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, masked_only: bool = True
-) -> torch.Tensor:
-    """GMML's loss: L1 between reconstruction and clean target averaged over the corrupted pixels only (mask True,
-    (B, 1, H, W) broadcasting over channels), or over all pixels. Computed in at least float32; an empty mask gives
-    a zero that is still connected to the graph, never NaN."""
-    if reconstruction.shape != target.shape:
-        raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target {tuple(target.shape)} differ in shape")
-    dtype = torch.promote_types(torch.promote_types(reconstruction.dtype, target.dtype), torch.float32)
-    error = (reconstruction.to(dtype) - target.to(dtype)).abs()
-    if mask is None or not masked_only:
-        return error.mean()
-    mask = mask if mask.dtype == torch.bool else mask != 0
-    if torch.broadcast_shapes(mask.shape, error.shape) != error.shape:
-        raise ValueError(f"mask {tuple(mask.shape)} does not broadcast to {tuple(error.shape)}")
-    mask = mask.expand_as(error)
-    total = torch.where(mask, error, torch.zeros((), dtype=dtype, device=error.device)).sum()
-    return total / mask.sum().clamp_min(1).to(dtype)
-
-
-class SpcxrReconstructionHead(nn.Module):
-    """GMML head: mean of chosen block outputs → LayerNorm → drop CLS → 3 × (Linear + GELU) → transposed conv."""
-
-    def __init__(self, config: SpcxrConfig):
-        super().__init__()
-        dim = config.hidden_size
-        self.layers = tuple(config.reconstruction_layers)
-        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU())
-        self.to_pixels = nn.ConvTranspose2d(dim, config.num_channels, config.patch_size, config.patch_size)
-
-    def forward(self, hidden_states: tuple[torch.Tensor, ...], grid: tuple[int, int]) -> torch.Tensor:
-        features = torch.stack([hidden_states[i] for i in self.layers]).mean(dim=0)
-        features = self.mlp(self.norm(features)[:, 1:])
-        return self.to_pixels(tokens_to_grid(features, grid))
 
 
 class SpcxrForMaskedImageModeling(SpcxrPreTrainedModel):
@@ -327,18 +193,20 @@ class SpcxrForMaskedImageModeling(SpcxrPreTrainedModel):
     ) -> MaskedImageModelingOutput | tuple:
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.spcxr(pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True)
+        everything = self.spcxr.hidden_state_indices(output_hidden_states)
+        encoded = self.spcxr.encode(pixel_values, [*self.decoder.layers, *everything], output_attentions)
+        hidden = encoded.intermediates
         patch = self.config.patch_size
         grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
-        reconstruction = self.decoder(outputs.hidden_states, grid)
+        reconstruction = self.decoder([hidden[i] for i in self.decoder.layers], grid)
         loss = None
         if labels is not None:
             loss = gmml_reconstruction_loss(reconstruction, labels, pixel_mask, self.config.reconstruction_masked_only)
         output = MaskedImageModelingOutput(
             loss=loss,
             reconstruction=reconstruction,
-            hidden_states=outputs.hidden_states if output_hidden_states else None,
-            attentions=outputs.attentions,
+            hidden_states=tuple(hidden[i] for i in everything) if output_hidden_states else None,
+            attentions=encoded.attentions,
         )
         return output if return_dict else output.to_tuple()
 
@@ -389,61 +257,6 @@ class SpcxrForImageClassification(SpcxrPreTrainedModel):
         return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).squeeze(-1))
 
 
-class SpcxrUnetrResBlock(nn.Module):
-    """Two 3×3 conv–InstanceNorm layers with a residual (projected when the width changes), LeakyReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.norm1 = nn.InstanceNorm2d(out_channels, affine=True)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.norm2 = nn.InstanceNorm2d(out_channels, affine=True)
-        self.act = nn.LeakyReLU(0.01)
-        self.shortcut = None
-        if in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.InstanceNorm2d(out_channels, affine=True)
-            )
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        residual = features if self.shortcut is None else self.shortcut(features)
-        features = self.act(self.norm1(self.conv1(features)))
-        return self.act(self.norm2(self.conv2(features)) + residual)
-
-
-class SpcxrUnetrPrUpBlock(nn.Module):
-    """Projects a transformer feature map up: one ×2 transposed conv, then `num_layers` × (×2 transposed conv + res block)."""
-
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int):
-        super().__init__()
-        self.init_up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(
-                nn.ConvTranspose2d(out_channels, out_channels, 2, stride=2, bias=False),
-                SpcxrUnetrResBlock(out_channels, out_channels),
-            )
-            for _ in range(num_layers)
-        )
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        features = self.init_up(features)
-        for block in self.blocks:
-            features = block(features)
-        return features
-
-
-class SpcxrUnetrUpBlock(nn.Module):
-    """Decoder stage: ×2 transposed conv, concatenate the skip, res block."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False)
-        self.block = SpcxrUnetrResBlock(2 * out_channels, out_channels)
-
-    def forward(self, features: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.block(torch.cat([self.up(features), skip], dim=1))
-
-
 class SpcxrForSemanticSegmentation(SpcxrPreTrainedModel):
     """SS-CXR with a UNETR decoder (Hatamizadeh et al. 2022; MONAI's layout) for masks at input resolution.
 
@@ -480,11 +293,13 @@ class SpcxrForSemanticSegmentation(SpcxrPreTrainedModel):
     ) -> SemanticSegmenterOutput | tuple:
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.spcxr(pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True)
+        skips = self.config.segmentation_skip_layers
+        everything = self.spcxr.hidden_state_indices(output_hidden_states)
+        encoded = self.spcxr.encode(pixel_values, [*skips, *everything], output_attentions)
+        hidden = encoded.intermediates
         grid = (pixel_values.shape[-2] // 16, pixel_values.shape[-1] // 16)
-        hidden = outputs.hidden_states
-        first, second, third = (tokens_to_grid(hidden[i][:, 1:], grid) for i in self.config.segmentation_skip_layers)
-        final = tokens_to_grid(outputs.last_hidden_state[:, 1:], grid)
+        first, second, third = (tokens_to_grid(hidden[i][:, 1:], grid) for i in skips)
+        final = tokens_to_grid(encoded.last_hidden_state[:, 1:], grid)
         pixel_values = pixel_values.to(final.dtype)
         features = self.decoder5(final, self.encoder4(third))
         features = self.decoder4(features, self.encoder3(second))
@@ -497,8 +312,8 @@ class SpcxrForSemanticSegmentation(SpcxrPreTrainedModel):
         output = SemanticSegmenterOutput(
             loss=loss,
             logits=logits,
-            hidden_states=outputs.hidden_states if output_hidden_states else None,
-            attentions=outputs.attentions,
+            hidden_states=tuple(hidden[i] for i in everything) if output_hidden_states else None,
+            attentions=encoded.attentions,
         )
         return output if return_dict else output.to_tuple()
 
