@@ -3,16 +3,18 @@
 Two independent pieces, both used by `spcxr predict`:
 
 * **Lean loading** (`load_lean_classifier`, `LeanProcessor`): a fine-tuned SS-CXR classifier directory
-  (`config.json`, `model.safetensors`, `preprocessor_config.json`) → a plain torch module with the parameter names,
-  the operations and so the outputs of `SpcxrForImageClassification`, and the preprocessing of
-  `SpcxrImageProcessor`, without importing transformers. transformers' model and image-processor base classes
+  (`config.json`, `model.safetensors`, `preprocessor_config.json`) → the model family's own torch-only encoder
+  (`models/spcxr/vit_encoder.py`: the parameter names, blocks and so the outputs of `SpcxrForImageClassification`)
+  and its preprocessing function (`models/spcxr/preprocessing.py`, what `SpcxrImageProcessor` runs), without
+  importing transformers. transformers' model and image-processor base classes
   import torch.distributed, dynamo, sympy and scipy (~3 s and ~250 MB on a 2-core machine) before the first image
   is read; `spcxr predict` starts in about half the time without them. Directories this loader does not cover
   (segmentation, other backbones, sharded weights) make it return None, and the caller loads through transformers.
 
-* **The CPU deployment path** (`optimize_for_cpu`, `spcxr predict --fast`): the model is cast to bfloat16 and each
-  transformer block is rebuilt for oneDNN: weights prepacked once, fc1's bias and GELU fused into its matmul,
-  the residual additions fused into proj's and fc2's matmuls, attention through PyTorch's fused SDPA kernel. On a
+* **The CPU deployment path** (`optimize_for_cpu`, `spcxr predict --fast`): a transformation of a loaded model, not
+  other blocks: the model is cast to bfloat16 and each block's Linear layers are swapped for oneDNN ones with the
+  weights prepacked once, fc1's bias and GELU fused into its matmul, the residual additions fused into proj's and
+  fc2's matmuls (the block's `linear_plus` hands them to the layer), attention through PyTorch's fused SDPA kernel. On a
   CPU with AMX or AVX-512-BF16 (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`) this runs ViT-S several times faster
   than fp32 (see benchmarks/); logits agree with fp32 to a cosine of ~0.9999. Where bf16 is not native (older CPUs),
   it falls back to dynamic int8 quantisation of the Linear layers (`torch.ao.quantization.quantize_dynamic`), which
@@ -32,16 +34,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..models.spcxr.imaging import DEFAULT_MAX_PIXELS, load_image, to_model_size
-from ..models.spcxr.vit_layers import SpcxrEmbeddings, linear_plus
+from ..models.spcxr.imaging import DEFAULT_MAX_PIXELS
+from ..models.spcxr.preprocessing import preprocess_image
+from ..models.spcxr.vit_encoder import SpcxrEncoder
+from ..models.spcxr.vit_layers import ACTIVATIONS, SpcxrBlock
 
 __all__ = [
     "LEAN_CONFIG_DEFAULTS",
     "FastPath",
-    "FusedBlock",
     "LeanProcessor",
     "LeanSpcxrClassifier",
     "bf16_is_native",
@@ -62,6 +64,8 @@ LEAN_CONFIG_DEFAULTS = {
     "num_attention_heads": 6,
     "intermediate_size": 1536,
     "hidden_act": "gelu",
+    "attention_probs_dropout_prob": 0.0,
+    "drop_path_rate": 0.0,
     "layer_norm_eps": 1e-6,
     "image_size": 224,
     "patch_size": 16,
@@ -70,71 +74,11 @@ LEAN_CONFIG_DEFAULTS = {
     "classifier_pooling": "cls",
     "hidden_dropout_prob": 0.0,
 }
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-}
 LEAN_ARCHITECTURE = "SpcxrForImageClassification"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The lean classifier: SpcxrForImageClassification's module tree and operations, on nn.Module alone
-
-
-class _Attention(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
-        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def attend(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = hidden_states.shape
-        qkv = self.qkv(hidden_states).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        output = F.scaled_dot_product_attention(*qkv.unbind(0))
-        return output.transpose(1, 2).reshape(batch, tokens, dim)
-
-
-class _MLP(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.act = ACTIVATIONS[config.hidden_act]
-
-
-class _Layer(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attention = _Attention(config)
-        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = _MLP(config)
-
-    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
-        hidden_states = linear_plus(self.attention.proj, self.attention.attend(self.norm1(hidden_states)), hidden_states)
-        mlp = self.mlp
-        return linear_plus(mlp.fc2, mlp.act(mlp.fc1(self.norm2(hidden_states))), hidden_states), None
-
-
-class _Backbone(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.embeddings = SpcxrEmbeddings(config)
-        self.layers = nn.ModuleList(_Layer(config) for _ in range(config.num_hidden_layers))
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.embeddings(pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype))
-        for layer in self.layers:
-            hidden_states, _ = layer(hidden_states)
-        sequence = self.layernorm(hidden_states)
-        return sequence[:, 1:].mean(dim=1) if self.config.classifier_pooling == "mean" else sequence[:, 0]
+# The lean classifier: SpcxrForImageClassification's module tree, built from the model family's torch-only modules
 
 
 class LeanSpcxrClassifier(nn.Module):
@@ -145,11 +89,11 @@ class LeanSpcxrClassifier(nn.Module):
     def __init__(self, config: SimpleNamespace):
         super().__init__()
         self.config = config
-        self.spcxr = _Backbone(config)
+        self.spcxr = SpcxrEncoder(config)
         self.classifier = nn.Linear(config.hidden_size, len(config.id2label))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.spcxr(pixel_values)).float()
+        return self.classifier(self.spcxr.forward_head(self.spcxr(pixel_values))).float()
 
 
 def lean_config(fields: dict) -> SimpleNamespace | None:
@@ -190,7 +134,7 @@ def load_lean_classifier(directory: str | Path, dtype: torch.dtype = torch.float
 
 
 class LeanProcessor:
-    """`SpcxrImageProcessor`'s preprocessing (decode, resize, normalise) from a `preprocessor_config.json`, without
+    """`SpcxrImageProcessor`'s preprocessing (the same `preprocess_image`) from a `preprocessor_config.json`, without
     transformers: `processor(path_or_image)` → float32 (1, H, W)."""
 
     def __init__(self, size=None, resize_mode="pad", do_resize=True, do_normalize=True, image_mean=0.5, image_std=0.25,
@@ -198,8 +142,7 @@ class LeanProcessor:
         size = size or {"height": 224, "width": 224}
         self.size = (int(size["height"]), int(size["width"]))
         self.resize_mode, self.do_resize, self.do_normalize = resize_mode, do_resize, do_normalize
-        self.mean = np.float32(np.asarray(image_mean, dtype=np.float32).reshape(-1)[0])
-        self.std = np.float32(np.asarray(image_std, dtype=np.float32).reshape(-1)[0])
+        self.image_mean, self.image_std = image_mean, image_std
         self.max_pixels = int(max_pixels)
 
     @classmethod
@@ -211,12 +154,8 @@ class LeanProcessor:
         return cls(**{key: fields[key] for key in known if key in fields})
 
     def __call__(self, image) -> np.ndarray:
-        array = load_image(image, max_pixels=self.max_pixels)
-        if self.do_resize:
-            array = to_model_size(array, self.size, self.resize_mode)
-        if self.do_normalize:
-            array = (array - self.mean) / self.std
-        return array[None].astype(np.float32, copy=False)
+        return preprocess_image(image, self.size, self.resize_mode, self.do_resize, self.do_normalize,
+                                self.image_mean, self.image_std, self.max_pixels)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -291,58 +230,41 @@ def choose_fast_path(device: str | torch.device = "cpu") -> FastPath:
 
 
 class _PackedLinear(nn.Module):
-    """A Linear with its weight prepacked for oneDNN, optionally fused with GELU or with a residual addition."""
+    """A Linear with its weight prepacked for oneDNN and its bias (and GELU, `activation="gelu"`) fused into the
+    matmul; `plus` adds a residual in the matmul's epilogue, which `vit_layers.linear_plus` uses."""
 
-    def __init__(self, linear: nn.Linear, rows_hint: int | None, dtype: torch.dtype):
+    def __init__(self, linear: nn.Linear, rows_hint: int | None, dtype: torch.dtype, activation: str = "none"):
         super().__init__()
         weight = linear.weight.detach().to(dtype)
         hint = [rows_hint] if rows_hint else []
         self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, *hint)  # an attribute, not a parameter
         self.bias = None if linear.bias is None else linear.bias.detach().to(dtype)
+        self.activation = activation
 
-    def forward(self, x: torch.Tensor, activation: str = "none") -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, activation, [], "none" if activation == "gelu" else "")
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        algorithm = "none" if self.activation == "gelu" else ""  # GELU's exact (erf) form
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.activation, [], algorithm)
 
     def plus(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """residual + linear(x), the addition done by the matmul's epilogue."""
         return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
 
 
-class FusedBlock(nn.Module):
-    """A pre-norm SS-CXR transformer block (SpcxrLayer or the lean one) rebuilt for CPU inference with oneDNN, in
-    bf16 (or fp32). Same call signature as SpcxrLayer; returns no attention weights."""
-
-    def __init__(self, layer: nn.Module, activation: str, rows_hint: int | None = None,
-                 dtype: torch.dtype = torch.bfloat16):
-        super().__init__()
-        attention = layer.attention
-        self.num_heads, self.head_dim = attention.num_heads, attention.head_dim
-        self.norm1 = layer.norm1.to(dtype)
-        self.norm2 = layer.norm2.to(dtype)
-        self.qkv = _PackedLinear(attention.qkv, rows_hint, dtype)
-        self.proj = _PackedLinear(attention.proj, rows_hint, dtype)
-        self.fc1 = _PackedLinear(layer.mlp.fc1, rows_hint, dtype)
-        self.fc2 = _PackedLinear(layer.mlp.fc2, rows_hint, dtype)
-        self.fused_gelu = activation == "gelu"
-        self.act = ACTIVATIONS[activation]
-
-    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
-        batch, tokens, dim = hidden_states.shape
-        hidden = hidden_states.reshape(batch * tokens, dim)
-        qkv = self.qkv(self.norm1(hidden)).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(*qkv.unbind(0)).transpose(1, 2).reshape(batch * tokens, dim)
-        hidden = self.proj.plus(attended, hidden)
-        inner = self.fc1(self.norm2(hidden), "gelu") if self.fused_gelu else self.act(self.fc1(self.norm2(hidden)))
-        return self.fc2.plus(inner, hidden).view(batch, tokens, dim), None
+def fuse_block(block: SpcxrBlock, rows_hint: int | None, dtype: torch.dtype, fuse_gelu: bool) -> None:
+    """Swaps a (cast) block's Linear layers for prepacked oneDNN ones, in place; with `fuse_gelu` (the config's
+    `hidden_act` is exact GELU) the activation goes into fc1's matmul. The block keeps its forward: the same code
+    runs, on fused kernels."""
+    attention, mlp = block.attention, block.mlp
+    attention.qkv = _PackedLinear(attention.qkv, rows_hint, dtype)
+    attention.proj = _PackedLinear(attention.proj, rows_hint, dtype)
+    mlp.fc1 = _PackedLinear(mlp.fc1, rows_hint, dtype, "gelu" if fuse_gelu else "none")
+    mlp.fc2 = _PackedLinear(mlp.fc2, rows_hint, dtype)
+    if fuse_gelu:
+        mlp.act = nn.Identity()
 
 
 def _backbone(model: nn.Module) -> nn.Module:
     return getattr(model, "spcxr", model)
-
-
-def _activation_name(model: nn.Module) -> str:
-    config = getattr(_backbone(model), "config", None) or getattr(model, "config", None)
-    return getattr(config, "hidden_act", "gelu")
 
 
 def optimize_for_cpu(model: nn.Module, *, batch_size: int | None = None, mode: str = "auto") -> nn.Module:
@@ -366,14 +288,13 @@ def optimize_for_cpu(model: nn.Module, *, batch_size: int | None = None, mode: s
         raise RuntimeError(f"optimize_for_cpu(mode={mode!r}) needs PyTorch's oneDNN fused linear kernels (x86 builds)")
     dtype = torch.bfloat16 if mode == "bf16" else torch.float32
     backbone = _backbone(model)
-    activation = _activation_name(model)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"optimize_for_cpu: unsupported activation {activation!r}")
+    fuse_gelu = getattr(backbone.config, "hidden_act", "gelu") == "gelu"
     tokens = None
     if batch_size and hasattr(backbone, "embeddings"):
         tokens = batch_size * (1 + backbone.embeddings.grid_size**2)
     model.to(dtype)
-    backbone.layers = nn.ModuleList(FusedBlock(layer, activation, tokens, dtype) for layer in backbone.layers)
+    for block in backbone.layers:
+        fuse_block(block, tokens, dtype, fuse_gelu)
     return model
 
 

@@ -1,7 +1,7 @@
 """Image processor of SS-CXR: any radiograph → (1, H, W) normalised float tensor.
 
-This file is copied to the Hugging Face Hub as remote code together with `imaging.py`; it imports nothing else of
-the project.
+This file is copied to the Hugging Face Hub as remote code together with `preprocessing.py` (the per-image work,
+shared with the lean inference path) and `imaging.py`; it imports nothing else of the project.
 
 Policy (documented so results are reproducible):
 1. Decoding (`imaging.load_image`): PIL images of any mode, numpy arrays, file paths (PNG/JPEG/TIFF/BMP, 16-bit
@@ -27,7 +27,8 @@ try:
 except ImportError:  # older transformers 5.x: the same two fields on a plain BatchFeature
     SemanticSegmentationPostProcessorOutput = BatchFeature
 
-from .imaging import DEFAULT_MAX_PIXELS, letterbox_geometry, load_image, resize_array, to_model_size  # noqa: F401 (resize_array: re-exported)
+from .imaging import DEFAULT_MAX_PIXELS, letterbox_geometry, load_image, resize_array, to_model_size  # noqa: F401 (load_image, resize_array: re-exported)
+from .preprocessing import preprocess_image
 
 
 class SpcxrImageProcessor(BaseImageProcessor):
@@ -84,22 +85,19 @@ class SpcxrImageProcessor(BaseImageProcessor):
         **kwargs,
     ) -> BatchFeature:
         """images: one image or a list (PIL, numpy, torch, path, bytes). Returns `pixel_values` (B, 1, H, W)."""
-        do_resize = self.do_resize if do_resize is None else do_resize
         size = self.size if size is None else size
-        resize_mode = self.resize_mode if resize_mode is None else resize_mode
-        do_normalize = self.do_normalize if do_normalize is None else do_normalize
-        mean = np.asarray(self.image_mean if image_mean is None else image_mean, dtype=np.float32).reshape(-1)[0]
-        std = np.asarray(self.image_std if image_std is None else image_std, dtype=np.float32).reshape(-1)[0]
         if not isinstance(images, (list, tuple)):
             images = [images]
-        arrays = []
-        for image in images:
-            array = load_image(image, max_pixels=self.max_pixels)
-            if do_resize:
-                array = self.to_model_size(array, size, resize_mode)
-            if do_normalize:
-                array = (array - mean) / std
-            arrays.append(array[None].astype(np.float32))
+        options = dict(
+            size=(size["height"], size["width"]),
+            resize_mode=self.resize_mode if resize_mode is None else resize_mode,
+            do_resize=self.do_resize if do_resize is None else do_resize,
+            do_normalize=self.do_normalize if do_normalize is None else do_normalize,
+            image_mean=self.image_mean if image_mean is None else image_mean,
+            image_std=self.image_std if image_std is None else image_std,
+            max_pixels=self.max_pixels,
+        )
+        arrays = [preprocess_image(image, **options) for image in images]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise ValueError(f"images have different sizes {sorted(shapes)}; enable do_resize to batch them")
