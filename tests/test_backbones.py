@@ -16,9 +16,9 @@ import spcxr_covid
 import spcxr_pneumonia
 from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, hookimpl
 from spcxr_hub.plugins import registry as plugins
-from spcxr_hub.training import backbones
-from spcxr_hub.training.backbones import TIMM_BASELINES, get_backbone
-from spcxr_hub.training.finetuning import build_model, label_fields, parameter_groups
+from spcxr_hub.training import model_factories
+from spcxr_hub.training.finetuning import parameter_groups
+from spcxr_hub.training.model_factories import TIMM_BASELINES, build_model, get_model_factory, label_fields
 from spcxr_hub.plugins.registry import collect, get_task, new_plugin_manager
 
 SMALL = ["--image-size", "64", "--max-steps", "1", "--batch-size", "4"]
@@ -102,12 +102,12 @@ def test_inception_resnet_v2_builds_and_refuses_inputs_below_its_minimum():
 def test_layer_wise_decay_follows_vit_blocks_and_cnns_train_at_one_rate():
     task = get_task("pneumonia")
     cnn = build_model(task, None, backbone="timm:densenet121", image_size=32)
-    assert get_backbone("timm:densenet121").layers(cnn) is None
+    assert get_model_factory("timm:densenet121").layers(cnn) is None
     assert {group["lr"] for group in parameter_groups(cnn, 1e-3, 0.05, 0.5, (0, None))} == {1e-3}
 
     vit = build_model(task, None, backbone="timm:vit_tiny_patch16_224", image_size=32)  # any timm architecture
     depth = len(vit.timm_model.blocks)
-    groups = parameter_groups(vit, 1e-3, 0.05, 0.5, get_backbone("timm:vit_tiny_patch16_224").layers(vit))
+    groups = parameter_groups(vit, 1e-3, 0.05, 0.5, get_model_factory("timm:vit_tiny_patch16_224").layers(vit))
     rate_of = {id(p): group["lr"] for group in groups for p in group["params"]}
     named = dict(vit.named_parameters())
     assert rate_of[id(named["timm_model.patch_embed.proj.weight"])] == pytest.approx(1e-3 * 0.5 ** (depth + 1))
@@ -144,7 +144,7 @@ class TinyVitPlugin:
 
 def test_a_plugin_backbone_registered_through_the_hook_is_usable_as_backbone(kermany, tmp_path, monkeypatch):
     manager = new_plugin_manager()
-    for name, plugin in (("pneumonia", spcxr_pneumonia), ("covid", spcxr_covid), ("backbones", backbones),
+    for name, plugin in (("pneumonia", spcxr_pneumonia), ("covid", spcxr_covid), ("backbones", model_factories),
                          ("tiny", TinyVitPlugin())):
         manager.register(plugin, name=name)
     monkeypatch.setattr(plugins, "_registry", collect(manager))

@@ -7,7 +7,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from spcxr_hub.hub.convert import CheckpointError, convert_vit_checkpoint
+from spcxr_hub.hub.convert import CheckpointError, convert_vit_checkpoint, read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,22 @@ def test_pickled_code_is_never_executed(tmp_path):
     torch.save({"model": {"patch_embed.proj.weight": torch.zeros(1)}, "args": object()}, path)
     with pytest.raises(CheckpointError, match="weights_only"):
         convert_vit_checkpoint(path)
+
+
+def test_a_folder_is_read_through_its_model_safetensors(timm_vit, tmp_path):
+    save_file({k: v.contiguous() for k, v in timm_vit.state_dict().items()}, tmp_path / "model.safetensors")
+    torch.save({"unrelated": torch.zeros(1)}, tmp_path / "z.pth")  # model.safetensors comes first
+    model = convert_vit_checkpoint(tmp_path)
+    torch.testing.assert_close(model.layernorm.weight, timm_vit.norm.weight)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: path.mkdir(), "no model.safetensors"),
+    (lambda path: None, "no such checkpoint file or folder"),
+    (lambda path: torch.save(torch.zeros(1), path), "holds a Tensor, not a dict"),
+])
+def test_a_path_without_a_state_dict_is_one_clear_error_naming_it(tmp_path, make, message):
+    path = tmp_path / "weights.pth"
+    make(path)
+    with pytest.raises(CheckpointError, match=f"weights.pth: {message}"):
+        read_checkpoint(path)

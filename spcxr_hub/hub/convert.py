@@ -34,15 +34,24 @@ class CheckpointError(UsageError):
     """A checkpoint that cannot be converted; the message names the file or key and what was expected."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a `.safetensors` file, or of a `.pth` file loaded with `weights_only=True` (never unpickled code)."""
+def read_checkpoint(path: str | Path) -> dict:
+    """The dict a checkpoint file holds (a state dict, or a training checkpoint wrapping one): a `.safetensors`
+    file, or a `.pth`/`.bin`/`.pt` file loaded with `weights_only=True` (tensors and containers only: no pickled
+    code runs). A folder stands for the first of model.safetensors, *.safetensors, pytorch_model.bin, *.pth in it."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        candidates = [path / "model.safetensors", *sorted(path.glob("*.safetensors")), path / "pytorch_model.bin",
+                      *sorted(path.glob("*.pth"))]
+        found = [candidate for candidate in candidates if candidate.is_file()]
+        if not found:
+            raise CheckpointError(f"{path}: no model.safetensors, *.safetensors, pytorch_model.bin or *.pth inside")
+        path = found[0]
+    elif not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file or folder")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return unwrap_state_dict(load_file(path), source=str(path))
+        return load_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -50,7 +59,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: not loadable with weights_only=True (expected a state dict of tensors; convert it to "
             f"safetensors in a trusted environment): {str(error).splitlines()[0]}"
         ) from error
-    return unwrap_state_dict(checkpoint, source=str(path))
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: holds a {type(checkpoint).__name__}, not a dict of tensors")
+    return checkpoint
 
 
 def unwrap_state_dict(checkpoint: dict, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -118,7 +129,10 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], config: SpcxrConfig)
 
 def convert_vit_checkpoint(source: str | Path | dict, **config_overrides) -> SpcxrModel:
     """A checkpoint path or state dict → `SpcxrModel` with every backbone weight loaded (strict)."""
-    state_dict = read_checkpoint(source) if isinstance(source, (str, Path)) else unwrap_state_dict(source)
+    if isinstance(source, (str, Path)):
+        state_dict = unwrap_state_dict(read_checkpoint(source), source=str(source))
+    else:
+        state_dict = unwrap_state_dict(source)
     config = config_from_state_dict(state_dict, **config_overrides)
     model = SpcxrModel(config)
     missing, unexpected = model.load_state_dict(convert_state_dict(state_dict, config), strict=False)

@@ -1,8 +1,8 @@
 """Fine-tuning a backbone on a task (DeiT/BEiT recipe: AdamW, layer-wise lr decay, warm-up, cosine, drop path).
 
-The backbone is SS-CXR's ViT by default (`backbone="spcxr"`) or any registered one (`spcxr_hub.training.backbones`: the timm
-baselines, plugins' backbones); layer-wise lr decay applies where the backbone maps parameters to blocks (ViTs), other
-backbones (CNNs) train with one learning rate.
+The backbone is SS-CXR's ViT by default (`backbone="spcxr"`) or any registered one
+(`spcxr_hub.training.model_factories`: the timm baselines, plugins' backbones); layer-wise lr decay applies where the
+backbone maps parameters to blocks (ViTs), other backbones (CNNs) train with one learning rate.
 
 Runs under Accelerate (`accelerate launch -m spcxr_hub.cli finetune …` for several processes). The output directory
 is written all at once at the end: the model (loadable by the Auto classes and pipelines), `metrics.json` and plots
@@ -22,14 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .backbones import SCRATCH, get_backbone
+# preset_config is imported from here by benchmarks/fewshot_lungseg.py and its test.
+from .model_factories import SCRATCH, get_model_factory, layer_id, preset_config  # noqa: F401
 from .checkpoints import check_checkpoint, latest_checkpoint, model_config_fingerprint, save_checkpoint
-from ..models.spcxr.configuration_spcxr import SpcxrConfig
 from ..data.records import TaskDataset, collate, load_records
 from ..errors import InputNotFoundError, OutputExistsError, UsageError
 from ..models.spcxr.image_processing_spcxr import SpcxrImageProcessor
-from ..models.spcxr.modeling_spcxr import SpcxrForImageClassification, SpcxrForSemanticSegmentation
-from .presets import CONFIG_PRESETS
 from .recipe import Recipe
 from ..hub.saving import atomic_directory
 from ..plugins.tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
@@ -56,47 +54,6 @@ class FinetuneOptions(Recipe):
     overwrite: bool = False
 
 
-def preset_config(config: str, **fields) -> SpcxrConfig:
-    """A named preset (`vit-s`, `tiny`) or a JSON file of SpcxrConfig fields."""
-    if config in CONFIG_PRESETS:
-        base = dict(CONFIG_PRESETS[config])
-    elif Path(config).is_file():
-        base = json.loads(Path(config).read_text())
-    else:
-        raise UsageError(f"--config {config!r}: neither a preset ({', '.join(CONFIG_PRESETS)}) nor a JSON file")
-    return SpcxrConfig(**{**base, **fields})
-
-
-def label_fields(task: Task) -> dict:
-    fields = {"id2label": task.id2label, "label2id": {label: i for i, label in task.id2label.items()}}
-    if task.kind == MULTI_LABEL:
-        fields["problem_type"] = "multi_label_classification"
-    elif task.kind == SINGLE_LABEL:
-        fields["problem_type"] = "single_label_classification"
-    return fields
-
-
-def build_model(task: Task, init: str | None = None, *, config: str = "vit-s", image_size: int | None = None,
-                drop_path_rate: float = 0.0, backbone: str = "spcxr"):
-    """The task's head on the named backbone (see `spcxr_hub.training.backbones`); `init` None is the backbone's default."""
-    chosen = get_backbone(backbone)
-    return chosen(task, init or chosen.default_init, config=config, image_size=image_size,
-                  drop_path_rate=drop_path_rate)
-
-
-def build_spcxr_model(task: Task, init: str, *, config: str = "vit-s", image_size: int | None = None,
-                      drop_path_rate: float = 0.0):
-    """SS-CXR's head on its ViT: `init` is a model directory or Hub id (backbone weights loaded, head new), or
-    `scratch` (a fresh `config` preset)."""
-    head = SpcxrForSemanticSegmentation if task.kind == SEGMENTATION else SpcxrForImageClassification
-    fields = {**label_fields(task), "drop_path_rate": drop_path_rate}
-    if init == SCRATCH:
-        if image_size:
-            fields["image_size"] = image_size
-        return head(preset_config(config, **fields))
-    return head.from_pretrained(init, **fields)
-
-
 def sample_shots(task: Task, records, shots: int, seed: int) -> list:
     """The paper's few-shot protocol: `shots` labelled images per class (per label and of normals for multi-label;
     `shots` images for segmentation), drawn with `seed`."""
@@ -119,21 +76,12 @@ def sample_shots(task: Task, records, shots: int, seed: int) -> list:
     return chosen
 
 
-def layer_id(name: str, num_layers: int) -> int:
-    """0 for the embeddings, i + 1 for block i, num_layers + 1 for everything after the backbone."""
-    if name.startswith("spcxr.embeddings"):
-        return 0
-    if name.startswith("spcxr.layers."):
-        return int(name.split(".")[2]) + 1
-    return num_layers + 1
-
-
 def parameter_groups(model, learning_rate: float, weight_decay: float, layer_decay: float,
                      layers: tuple | None = None) -> list[dict]:
     """BEiT's layer-wise lr decay: lr × decay^(depth − layer); no weight decay on biases, norms and embeddings.
 
-    `layers` = (number of blocks, parameter name → layer) (see `spcxr_hub.training.backbones.LayerMap`); by default SS-CXR's
-    names. `(0, None)` puts every parameter at one learning rate (CNNs: their stages are not a ViT's blocks)."""
+    `layers` = (number of blocks, parameter name → layer) (see `spcxr_hub.training.model_factories.LayerMap`); by
+    default SS-CXR's names. `(0, None)` puts every parameter at one learning rate (CNNs: their stages are not a ViT's blocks)."""
     num_layers, layer_of = layers or (model.config.num_hidden_layers, None)
     if layer_of is None:
         layer_of = (lambda name: layer_id(name, num_layers)) if layers is None else (lambda name: num_layers + 1)
@@ -188,7 +136,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     if output_dir.exists() and any(output_dir.iterdir()) and not options.overwrite:
         raise OutputExistsError(f"{output_dir}: already exists and is not empty (choose another --output-dir or --overwrite)")
     checkpoints = Path(f"{output_dir}-checkpoints")
-    backbone = get_backbone(options.backbone)
+    backbone = get_model_factory(options.backbone)
     backbone.check(task, options.image_size or defaults.image_size)
     init = options.init or backbone.default_init
 
