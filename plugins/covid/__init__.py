@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from spcxr_hub import SINGLE_LABEL, CardText, FinetuneDefaults, Task, hookimpl
+from spcxr_hub.plugin_api import SINGLE_LABEL, CardText, FinetuneDefaults, Task, hookimpl
 
 from .layout import LABELS, read_folder, write_synthetic
 

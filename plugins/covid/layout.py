@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub.data import records as data
-
-from spcxr_hub.data import layouts
+from spcxr_hub.plugin_api import LayoutError, label_index, numbered_lines, require, write_phantoms
 
 LAYOUT = "COVIDx CXR-3 (train.txt/test.txt + train/, test/)"
 LABELS = ("negative", "positive")
@@ -22,17 +20,17 @@ LABELS = ("negative", "positive")
 
 def read_folder(root: Path, split: str) -> list[dict]:
     """Records of `split` ("train" or "test"): label 0 negative, 1 positive."""
-    listing = data.require(root, f"{split}.txt", layout=LAYOUT)
+    listing = require(root, f"{split}.txt", layout=LAYOUT)
     records = []
-    for number, line in layouts.numbered_lines(listing):
+    for number, line in numbered_lines(listing):
         where = f"{listing}, line {number}"
         fields = line.split()
         if len(fields) != 4:
-            raise data.LayoutError(f"{where}: expected 'patient_id filename label source', got {line!r}")
+            raise LayoutError(f"{where}: expected 'patient_id filename label source', got {line!r}")
         _, filename, label, _ = fields
         records.append({
-            "image": data.require(root, split, filename, layout=LAYOUT),
-            "label": data.label_index(LABELS, label, where),
+            "image": require(root, split, filename, layout=LAYOUT),
+            "label": label_index(LABELS, label, where),
         })
     return records
 
@@ -59,7 +57,7 @@ def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
                     filename = f"{patient_id}.png"
                 plan.append((f"{split}/{filename}", findings))
                 lines[split].append(f"{patient_id} {filename} {label} {source}")
-    layouts.write_phantoms(root, plan, seed)
+    write_phantoms(root, plan, seed)
     for split, split_lines in lines.items():
         (root / f"{split}.txt").write_text("\n".join(split_lines) + "\n")
     return root

@@ -3,7 +3,7 @@ written as any plugin is."""
 
 from pathlib import Path
 
-from spcxr_hub import SEGMENTATION, CardText, FinetuneDefaults, Task, hookimpl
+from spcxr_hub.plugin_api import SEGMENTATION, CardText, FinetuneDefaults, Task, hookimpl
 
 from .layout import LABELS, read_folder, write_synthetic
 

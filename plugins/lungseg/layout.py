@@ -6,7 +6,7 @@
 
 The set ships no split. The documented deterministic one: the images sorted by file name, every fifth
 (index % 5 == 4) is `test`, the others `train`. A record's label is the pair [left mask, right mask]: the lung mask
-is their union (see `spcxr_hub.data.records.load_mask`).
+is their union (the core merges them when it loads the mask).
 """
 
 from functools import partial
@@ -14,11 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub.data import records as data
-
-from spcxr_hub.data import layouts
-
-from spcxr_hub.data import synthetic
+from spcxr_hub.plugin_api import holdout_split, list_images, require, write_mask_png, write_phantoms, write_png16
 
 LAYOUT = "Montgomery County (CXR_png/, ManualMask/leftMask/, ManualMask/rightMask/)"
 LABELS = ("background", "lung")
@@ -27,8 +23,8 @@ IMAGE_SIZE = (128, 112)  # height, width: portrait, like most Montgomery radiogr
 
 def read_folder(root: Path, split: str) -> list[dict]:
     """Records of `split` ("train" or "test"): `{"image": png, "label": [left mask, right mask]}`."""
-    images = layouts.holdout_split(layouts.list_images(root, "CXR_png", pattern="MCUCXR_*.png", layout=LAYOUT), split)
-    return [{"image": image, "label": [data.require(root, "ManualMask", side, image.name, layout=LAYOUT)
+    images = holdout_split(list_images(root, "CXR_png", pattern="MCUCXR_*.png", layout=LAYOUT), split)
+    return [{"image": image, "label": [require(root, "ManualMask", side, image.name, layout=LAYOUT)
                                        for side in ("leftMask", "rightMask")]}
             for image in images]
 
@@ -42,8 +38,8 @@ def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
     names = [f"MCUCXR_{number:04d}_{number % 2}.png" for number in range(1, 2 * images_per_class + 1)]
     plan = [(f"CXR_png/{name}", (str(rng.choice(["pneumonia", "nodule"])),) if name.endswith("_1.png") else ())
             for name in names]
-    phantoms = layouts.write_phantoms(root, plan, seed, size=IMAGE_SIZE, write=partial(synthetic.write_png16, bits=12))
+    phantoms = write_phantoms(root, plan, seed, size=IMAGE_SIZE, write=partial(write_png16, bits=12))
     for name, phantom in zip(names, phantoms):
-        synthetic.write_mask_png(root / "ManualMask" / "leftMask" / name, phantom.left_mask)
-        synthetic.write_mask_png(root / "ManualMask" / "rightMask" / name, phantom.right_mask)
+        write_mask_png(root / "ManualMask" / "leftMask" / name, phantom.left_mask)
+        write_mask_png(root / "ManualMask" / "rightMask" / name, phantom.right_mask)
     return root

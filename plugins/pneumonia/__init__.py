@@ -4,7 +4,7 @@
 from dataclasses import replace
 from pathlib import Path
 
-from spcxr_hub import SINGLE_LABEL, CardText, FinetuneDefaults, Task, hookimpl
+from spcxr_hub.plugin_api import SINGLE_LABEL, CardText, FinetuneDefaults, Task, hookimpl
 
 from .layout import LABELS, LABELS_3CLASS, SPLITS, read_folder, read_folder_3class, write_synthetic
 

@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spcxr_hub.data import records as data
-
-from spcxr_hub.data import layouts
+from spcxr_hub.plugin_api import UnknownLabelError, class_folders, write_phantoms
 
 LAYOUT = "Chest X-Ray Images (Pneumonia) ({train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg)"
 FOLDERS = ("NORMAL", "PNEUMONIA")
@@ -27,7 +25,7 @@ SPLITS = ("train", "val", "test")
 def read_folder(root: Path, split: str) -> list[dict]:
     """Records of `split`: label 0 normal, 1 pneumonia (the class folder)."""
     return [{"image": path, "label": FOLDERS.index(folder)}
-            for path, folder in layouts.class_folders(root, split, FOLDERS, layout=LAYOUT)]
+            for path, folder in class_folders(root, split, FOLDERS, layout=LAYOUT)]
 
 
 def pneumonia_kind(path: Path) -> str:
@@ -37,14 +35,14 @@ def pneumonia_kind(path: Path) -> str:
         return "bacterial"
     if "virus" in words:
         return "viral"
-    raise data.UnknownLabelError(
+    raise UnknownLabelError(
         f"{path}: a PNEUMONIA file name must say 'bacteria' or 'virus' (e.g. person1_virus_6.jpeg)")
 
 
 def read_folder_3class(root: Path, split: str) -> list[dict]:
     """Records of `split`: label 0 normal, 1 bacterial, 2 viral pneumonia."""
     return [{"image": path, "label": LABELS_3CLASS.index("normal" if folder == "NORMAL" else pneumonia_kind(path))}
-            for path, folder in layouts.class_folders(root, split, FOLDERS, layout=LAYOUT)]
+            for path, folder in class_folders(root, split, FOLDERS, layout=LAYOUT)]
 
 
 def write_jpeg(path: Path, image: np.ndarray) -> None:
@@ -65,5 +63,5 @@ def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
                 (f"{split}/PNEUMONIA/person{person}_bacteria_{3 * person}.jpeg", ("pneumonia",)),
                 (f"{split}/PNEUMONIA/person{person + 1}_virus_{3 * person + 1}.jpeg", ("covid",)),
             ]
-    layouts.write_phantoms(root, plan, seed, write=write_jpeg)
+    write_phantoms(root, plan, seed, write=write_jpeg)
     return Path(root)

@@ -4,7 +4,7 @@
 from dataclasses import replace
 from pathlib import Path
 
-from spcxr_hub import MULTI_LABEL, SINGLE_LABEL, CardText, FinetuneDefaults, Task, hookimpl
+from spcxr_hub.plugin_api import MULTI_LABEL, SINGLE_LABEL, CardText, FinetuneDefaults, Task, hookimpl
 
 from .layout import FINDINGS, LABELS, read_folder, read_folder_14, write_synthetic
 

@@ -14,11 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub.data import records as data
-
-from spcxr_hub.data import layouts
-
-from spcxr_hub.data import synthetic
+from spcxr_hub.plugin_api import LayoutError, label_index, numbered_lines, require, sample_findings, write_phantoms
 
 LAYOUT = "NIH ChestX-ray14 (Data_Entry_2017.csv, train_val_list.txt/test_list.txt, images*/)"
 ENTRIES = "Data_Entry_2017.csv"
@@ -36,17 +32,17 @@ HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient
 
 def read_entries(root: Path) -> dict[str, set[int]]:
     """Image name → indices of its findings in `FINDINGS` (empty for "No Finding"), from the CSV."""
-    path = data.require(root, ENTRIES, layout=LAYOUT)
+    path = require(root, ENTRIES, layout=LAYOUT)
     known = FINDINGS + (NO_FINDING,)
     entries = {}
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
         missing = {"Image Index", "Finding Labels"} - set(reader.fieldnames or ())
         if missing:
-            raise data.LayoutError(f"{path}: no column {', '.join(sorted(missing))} (expected the {LAYOUT} layout)")
+            raise LayoutError(f"{path}: no column {', '.join(sorted(missing))} (expected the {LAYOUT} layout)")
         for row in reader:
             where = f"{path}, line {reader.line_num}"
-            found = {data.label_index(known, name.strip(), where) for name in row["Finding Labels"].split("|")}
+            found = {label_index(known, name.strip(), where) for name in row["Finding Labels"].split("|")}
             entries[row["Image Index"].strip()] = found - {known.index(NO_FINDING)}
     return entries
 
@@ -56,20 +52,20 @@ def image_files(root: Path) -> dict[str, Path]:
     patterns = ("images*/*.png", "images*/images/*.png")
     files = {path.name: path for pattern in patterns for path in Path(root).glob(pattern)}
     if not files:
-        raise data.LayoutError(f"{Path(root) / 'images*'}: missing (no PNG in images_001/images/ or images/)")
+        raise LayoutError(f"{Path(root) / 'images*'}: missing (no PNG in images_001/images/ or images/)")
     return files
 
 
 def split_entries(root: Path, split: str) -> list[tuple[Path, set[int]]]:
     """`(image file, finding indices)` of the images the split's list file names, in its order."""
-    listing = data.require(root, SPLIT_FILES[split], layout=LAYOUT)
+    listing = require(root, SPLIT_FILES[split], layout=LAYOUT)
     entries, files = read_entries(root), image_files(root)
     chosen = []
-    for number, name in layouts.numbered_lines(listing):
+    for number, name in numbered_lines(listing):
         if name not in entries:
-            raise data.LayoutError(f"{listing}, line {number}: {name} has no row in {Path(root) / ENTRIES}")
+            raise LayoutError(f"{listing}, line {number}: {name} has no row in {Path(root) / ENTRIES}")
         if name not in files:
-            raise data.LayoutError(f"{Path(root) / 'images*' / name}: missing (listed in {listing}, line {number})")
+            raise LayoutError(f"{Path(root) / 'images*' / name}: missing (listed in {listing}, line {number})")
         chosen.append((files[name], entries[name]))
     return chosen
 
@@ -87,7 +83,7 @@ def read_folder_14(root: Path, split: str) -> list[dict]:
 
 def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
     """Phantoms in the NIH layout: per split `images_per_class` normal images ("No Finding") and as many abnormal
-    ones, whose findings are drawn with `synthetic.sample_findings(rng, "abnormal")` (nodule, effusion,
+    ones, whose findings are drawn with `sample_findings(rng, "abnormal")` (nodule, effusion,
     cardiomegaly), a quarter of them with a consolidation as well, labelled Nodule, Effusion, Cardiomegaly and
     Pneumonia. One image per patient; patients never cross splits. The images fill images_001/ and images_002/."""
     root = Path(root)
@@ -96,7 +92,7 @@ def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
     total = 2 * images_per_class * len(SPLIT_FILES)
     for list_name in lists:
         for abnormal in (False, True) * images_per_class:
-            findings = synthetic.sample_findings(rng, "abnormal") if abnormal else ()
+            findings = sample_findings(rng, "abnormal") if abnormal else ()
             if abnormal and rng.random() < 0.25:
                 findings = ("pneumonia",) + findings
             patient = len(plan) + 1
@@ -108,7 +104,7 @@ def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
             rows.append(f"{name},{labels},0,{patient},{age},{sex},{view},2500,2048,0.143,0.143,")
             plan.append((f"{folder}/images/{name}", findings))
             lists[list_name].append(name)
-    layouts.write_phantoms(root, plan, seed)
+    write_phantoms(root, plan, seed)
     (root / ENTRIES).write_text("\n".join((HEADER, *rows)) + "\n")
     for list_name, names in lists.items():
         (root / list_name).write_text("\n".join(names) + "\n")

@@ -1,13 +1,13 @@
 """Tuberculosis detection on the Shenzhen chest X-ray set: an example third-party plugin for SPCXR Hub.
 
-Everything a task needs comes from the public API (`spcxr_hub`: the Task contract and `hookimpl`;
-`spcxr_hub.data.records` / `spcxr_hub.data.layouts`: layout helpers). The package is found through its entry point
-(`[project.entry-points.spcxr_hub]` in pyproject.toml), exactly as the built-in tasks are.
+Everything a task needs comes from SPCXR Hub's public plugin API, `spcxr_hub.plugin_api`: the Task contract,
+`hookimpl` and the layout helpers. The package is found through its entry point (`[project.entry-points.spcxr_hub]`
+in pyproject.toml), exactly as the built-in tasks are.
 """
 
 from pathlib import Path
 
-from spcxr_hub import SINGLE_LABEL, CardText, FinetuneDefaults, Task, hookimpl
+from spcxr_hub.plugin_api import SINGLE_LABEL, CardText, FinetuneDefaults, Task, hookimpl
 
 from .layout import LABELS, read_folder, write_synthetic
 

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub.data import records as data
-
-from spcxr_hub.data import layouts
+from spcxr_hub.plugin_api import UnknownLabelError, holdout_split, list_images, write_phantoms
 
 LAYOUT = "Shenzhen (CXR_png/CHNCXR_####_{0,1}.png)"
 LABELS = ("normal", "tuberculosis")
@@ -23,14 +21,14 @@ def label_of(path: Path) -> int:
     """0 or 1, the last digit of a file name like `CHNCXR_0001_0.png`."""
     digit = path.stem.rsplit("_", 1)[-1]
     if digit not in ("0", "1"):
-        raise data.UnknownLabelError(f"{path}: the name must end in _0 (normal) or _1 (tuberculosis)")
+        raise UnknownLabelError(f"{path}: the name must end in _0 (normal) or _1 (tuberculosis)")
     return int(digit)
 
 
 def read_folder(root: Path, split: str) -> list[dict]:
     """Records of `split` ("train" or "test"): label 0 normal, 1 tuberculosis."""
-    images = layouts.list_images(root, "CXR_png", pattern="CHNCXR_*.png", layout=LAYOUT)
-    return [{"image": path, "label": label_of(path)} for path in layouts.holdout_split(images, split)]
+    images = list_images(root, "CXR_png", pattern="CHNCXR_*.png", layout=LAYOUT)
+    return [{"image": path, "label": label_of(path)} for path in holdout_split(images, split)]
 
 
 def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
@@ -42,5 +40,5 @@ def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
     plan = [(f"CXR_png/CHNCXR_{number:04d}_0.png", ()) for number in range(1, images_per_class + 1)]
     plan += [(f"CXR_png/CHNCXR_{number:04d}_1.png", tb_findings[int(rng.integers(len(tb_findings)))])
              for number in range(images_per_class + 1, 2 * images_per_class + 1)]
-    layouts.write_phantoms(root, plan, seed)
+    write_phantoms(root, plan, seed)
     return Path(root)
