@@ -2,7 +2,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 import timm
@@ -154,3 +156,11 @@ def test_a_plugin_backbone_registered_through_the_hook_is_usable_as_backbone(ker
           "--image-size", "32", "--max-steps", "1", "--batch-size", "4")
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["hidden_size"] == 16 and config["image_size"] == 32
+
+
+def test_the_model_factories_do_not_import_fine_tuning():
+    """Fine-tuning imports the factories; an import the other way would be a cycle."""
+    tree = ast.parse(Path(model_factories.__file__).read_text())
+    modules = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert modules and not [module for module in modules if module.endswith("finetuning")]

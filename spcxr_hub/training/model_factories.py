@@ -23,15 +23,14 @@ Imported whenever the plugins load: heavy libraries (torch, timm, transformers' 
 functions that build.
 """
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import SpcxrError, UsageError
 from ..plugins.hookspecs import hookimpl
 from ..plugins.tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
+from .presets import preset_config
 
 SCRATCH = "scratch"
 TIMM_PREFIX = "timm:"
@@ -86,20 +85,6 @@ class ModelFactory:
 
 
 # --- SS-CXR -------------------------------------------------------------------------------------------------------
-
-
-def preset_config(config: str, **fields):
-    """A named preset (`vit-s`, `tiny`) or a JSON file of SpcxrConfig fields, as a `SpcxrConfig`."""
-    from ..models.spcxr.configuration_spcxr import SpcxrConfig
-    from .presets import CONFIG_PRESETS
-
-    if config in CONFIG_PRESETS:
-        base = dict(CONFIG_PRESETS[config])
-    elif Path(config).is_file():
-        base = json.loads(Path(config).read_text())
-    else:
-        raise UsageError(f"--config {config!r}: neither a preset ({', '.join(CONFIG_PRESETS)}) nor a JSON file")
-    return SpcxrConfig(**{**base, **fields})
 
 
 def label_fields(task: Task) -> dict:
