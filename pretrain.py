@@ -1,6 +1,6 @@
 """GMML pretraining of SS-CXR: `python pretrain.py …` or `accelerate launch pretrain.py …` (see docs/pretraining.md).
 
-Thin on purpose: everything lives in `spcxr_hub.training.pretraining` (also reachable as `spcxr pretrain …`).
+Thin on purpose: this runs the `spcxr pretrain` command (spcxr_hub.training.pretraining), same options and messages.
 """
 
 import sys

@@ -14,6 +14,9 @@ from typing import Annotated
 
 import typer
 
+# `pretrain`'s options, from their one declaration (light: no torch at start-up).
+from .training.pretraining_options import PretrainCommand, typer_options
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SS-CXR: a self-supervised foundation model for chest radiographs, with task plugins.")
 
@@ -357,12 +360,15 @@ def reproduce(
     typer.echo(f"wrote {output_dir / 'results.json'} and {output_dir / 'results.md'}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
-def pretrain(ctx: typer.Context):
-    """GMML self-supervised pretraining (same options as `python pretrain.py --help`)."""
-    from .training.pretraining import main as pretrain_main
+@app.command(cls=PretrainCommand)
+@readable_errors
+@typer_options
+def pretrain(options):
+    """GMML self-supervised pretraining of SS-CXR; also `python pretrain.py` and `accelerate launch pretrain.py` (one
+    CPU, GPUs, machines: see docs/pretraining.md)."""
+    from .training.pretraining import pretrain as run
 
-    raise typer.Exit(pretrain_main(list(ctx.args)))
+    run(options)
 
 
 @app.command()

@@ -16,16 +16,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from spcxr_hub.training import pretraining  # noqa: E402
-
 from spcxr_hub.data import synthetic  # noqa: E402
-from spcxr_hub.training.pretraining import (  # noqa: E402
-    Augmentation,
-    EpochBatchSampler,
-    learning_rate_at,
-    scaled_learning_rate,
-    weight_decay_at,
-)
+from spcxr_hub.errors import UsageError  # noqa: E402
+from spcxr_hub.training import pretraining  # noqa: E402
+from spcxr_hub.training.augmentation import Augmentation  # noqa: E402
+from spcxr_hub.training.pretraining_data import EpochBatchSampler  # noqa: E402
+from spcxr_hub.training.pretraining_outputs import save_backbone  # noqa: E402
+from spcxr_hub.training.schedules import learning_rate_at, scaled_learning_rate, weight_decay_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = str(ROOT / "pretrain.py")
@@ -408,7 +405,7 @@ def test_a_launch_that_accelerate_does_not_connect_is_detected():
     from types import SimpleNamespace
 
     alone = SimpleNamespace(num_processes=1, device=torch.device("cpu"))
-    with pytest.raises(pretraining.UsageError, match="ACCELERATE_USE_CPU=1"):
+    with pytest.raises(UsageError, match="ACCELERATE_USE_CPU=1"):
         pretraining.check_launch(alone, {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1"})
     pretraining.check_launch(alone, {})  # plain `python pretrain.py`
     pretraining.check_launch(SimpleNamespace(num_processes=2, device=torch.device("cpu")), {"WORLD_SIZE": "2"})
@@ -437,7 +434,7 @@ def test_saved_backbone_has_the_trained_blocks_and_the_final_layernorm_at_its_in
 
     config = SpcxrConfig(**tiny_config_kwargs(image_size=32))
     model = SpcxrForMaskedImageModeling(config)
-    pretraining.save_backbone(tmp_path / "backbone", model.state_dict(), config, 32, "# card\n")
+    save_backbone(tmp_path / "backbone", model.state_dict(), config)
     backbone = SpcxrModel.from_pretrained(tmp_path / "backbone")
     torch.testing.assert_close(backbone.layers[3].mlp.fc1.weight, model.spcxr.layers[3].mlp.fc1.weight)
     torch.testing.assert_close(backbone.layernorm.weight, torch.ones(config.hidden_size))
@@ -509,7 +506,7 @@ def test_two_processes_without_accelerate_use_cpu_fail_with_a_clear_message(tmp_
     done = subprocess.run(cmd, env=_subprocess_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode != 0
     # Each of the two processes reports, in one line each (counted by occurrence: the launcher may interleave them).
-    messages = done.stderr.split("pretrain.py: error:")[1:]
+    messages = done.stderr.split("error: started as one of 2 processes")[1:]
     assert len(messages) == 2 and all("ACCELERATE_USE_CPU=1" in m for m in messages), done.stderr[-3000:]
     assert not out.exists()
 
