@@ -21,6 +21,8 @@ from spcxr_hub.inference.predictions import decoded_batches
 from spcxr_hub.inference.deploy import (LEAN_CONFIG_DEFAULTS, LeanProcessor, bf16_is_native, fused_blocks_available,
                               load_lean_classifier, optimize_for_cpu)
 from spcxr_hub.hub.saving import save_model_directory
+from spcxr_hub.models.spcxr.modeling_spcxr import SpcxrLayer
+from spcxr_hub.models.spcxr.vit_layers import SpcxrBlock
 
 MODES = ["int8", pytest.param("bf16", marks=pytest.mark.skipif(not bf16_is_native(), reason="no native bf16 here")),
          pytest.param("fp32", marks=pytest.mark.skipif(not fused_blocks_available(), reason="no oneDNN fused linear"))]
@@ -124,6 +126,16 @@ def test_deployment_path_rewrites_transformers_models_too(mode):
     assert got.logits.shape == expected.logits.shape and len(got.hidden_states) == config.num_hidden_layers + 1
     cosine = torch.nn.functional.cosine_similarity(got.logits.float().flatten(1), expected.logits.flatten(1))
     assert cosine.min() >= 0.99
+
+
+@pytest.mark.skipif(not fused_blocks_available(), reason="no oneDNN fused linear")
+def test_lean_and_fused_paths_run_the_model_familys_block(trained):
+    lean = load_lean_classifier(trained)
+    assert type(lean.spcxr.layers[0]) is SpcxrBlock and issubclass(SpcxrLayer, SpcxrBlock)
+    fused = optimize_for_cpu(load_lean_classifier(trained), mode="fp32")
+    block = fused.spcxr.layers[0]
+    assert type(block) is SpcxrBlock  # fusion swaps the block's Linear layers, not the block
+    assert not isinstance(block.attention.qkv, torch.nn.Linear) and isinstance(block.mlp.act, torch.nn.Identity)
 
 
 def test_bf16_mode_refuses_a_cpu_without_native_bf16(monkeypatch):

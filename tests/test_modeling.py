@@ -102,6 +102,39 @@ def test_hidden_states_are_embeddings_plus_one_per_block():
     torch.testing.assert_close(output.attentions[0].sum(-1), torch.ones(2, 2, tokens))
 
 
+def test_forward_intermediates_are_the_hidden_states_asked_for():
+    model = build(SpcxrModel)
+    x = pixels()
+    with torch.no_grad():
+        hidden_states = model(x, output_hidden_states=True).hidden_states
+        encoded = model.forward_intermediates(x, [0, 2, -1])
+        last_two = model.forward_intermediates(x, 2).intermediates
+    assert list(encoded.intermediates) == [0, 2, len(hidden_states) - 1]  # only those are kept
+    for index, tensor in encoded.intermediates.items():
+        torch.testing.assert_close(tensor, hidden_states[index], rtol=0, atol=0)
+    assert list(last_two) == [len(hidden_states) - 2, len(hidden_states) - 1]
+
+
+def test_timm_style_entry_points_give_the_models_outputs():
+    model = build(SpcxrModel, classifier_pooling="mean")
+    x = pixels()
+    with torch.no_grad():
+        output = model(x)
+        tokens = model.forward_features(x)
+    torch.testing.assert_close(tokens, output.last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(model.forward_head(tokens), tokens[:, 1:].mean(dim=1), rtol=0, atol=0)
+    torch.testing.assert_close(output.pooler_output, tokens[:, 1:].mean(dim=1), rtol=0, atol=0)
+
+
+def test_gradient_checkpointing_recomputes_the_blocks_in_the_backward_pass():
+    model = build(SpcxrForImageClassification).train()
+    calls = []
+    model.spcxr.layers[0].norm1.register_forward_hook(lambda *args: calls.append(1))
+    model.activation_checkpointing_enable()
+    model(pixels(), labels=torch.tensor([0, 1])).loss.backward()
+    assert len(calls) == 2  # the forward, and its replay for the gradients
+
+
 def test_tuple_output_when_return_dict_is_false():
     model = build(SpcxrModel)
     assert isinstance(model(pixels(), return_dict=False), tuple)

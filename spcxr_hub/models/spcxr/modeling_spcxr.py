@@ -122,21 +122,23 @@ class SpcxrModel(SpcxrEncoderMixin, SpcxrPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
 
+    def attention_function(self):
+        """The attention transformers' interface picks for `config._attn_implementation` (SDPA by default)."""
+        implementation = self.config._attn_implementation
+        if implementation in (None, "eager"):
+            return eager_attention
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention)
+
     def encode(self, pixel_values: torch.Tensor, indices=(), output_attentions: bool | None = None) -> EncoderOutput:
-        """`forward_intermediates` with the attention transformers' interface picks for `config._attn_implementation`
-        (eager when attentions are asked for; `output_attentions=None`: the config's), after checking the input's
-        shape. What the heads call."""
+        """`forward_intermediates` after checking the input's shape, `output_attentions=None` meaning the config's:
+        what `forward` and the heads call."""
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
             raise ValueError(
                 f"pixel_values must have shape (batch, {self.config.num_channels}, height, width), "
                 f"got {tuple(pixel_values.shape)}"
             )
-        implementation = self.config._attn_implementation
-        attention = eager_attention
-        if implementation not in (None, "eager"):
-            attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention)
-        return self.forward_intermediates(pixel_values, indices, attention, output_attentions)
+        return self.forward_intermediates(pixel_values, indices, output_attentions=output_attentions)
 
     def hidden_state_indices(self, output_hidden_states: bool) -> range:
         return range(self.config.num_hidden_layers + 1) if output_hidden_states else range(0)

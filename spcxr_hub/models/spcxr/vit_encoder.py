@@ -41,21 +41,28 @@ class SpcxrEncoderMixin:
             nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_layernorm else nn.Identity()
         )
 
+    def attention_function(self) -> AttentionFunction:
+        """The attention the blocks run: PyTorch's SDPA here; the transformers classes return the one transformers'
+        attention interface picks for `config._attn_implementation`."""
+        return sdpa_attention
+
     def forward_intermediates(
         self,
         pixel_values: torch.Tensor,
         indices=(),
-        attention_function: AttentionFunction = sdpa_attention,
+        attention_function: AttentionFunction | None = None,
         output_attentions: bool = False,
     ) -> EncoderOutput:
         """Runs the encoder, keeping the hidden states at `indices` (hidden-state numbering, negatives count from the
-        end; an int n: the last n). `output_attentions` switches to eager attention, the one that returns weights."""
+        end; an int n: the last n). `attention_function` defaults to `self.attention_function()`;
+        `output_attentions` switches to eager attention, the one that returns weights."""
         count = len(self.layers) + 1
         if isinstance(indices, int):
             indices = range(count - indices, count)
         wanted = {index % count for index in indices}
         if output_attentions:
             attention_function = eager_attention
+        attention_function = attention_function or self.attention_function()
         hidden_states = self.embeddings(pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype))
         intermediates = {0: hidden_states} if 0 in wanted else {}
         attentions = () if output_attentions else None
@@ -68,9 +75,9 @@ class SpcxrEncoderMixin:
                 attentions += (weights,)
         return EncoderOutput(self.layernorm(hidden_states), intermediates, attentions)
 
-    def forward_features(self, pixel_values: torch.Tensor, attention_function: AttentionFunction = sdpa_attention):
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) → (B, 1 + patches, D) tokens after the final LayerNorm."""
-        return self.forward_intermediates(pixel_values, attention_function=attention_function).last_hidden_state
+        return self.forward_intermediates(pixel_values).last_hidden_state
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pools the tokens: the CLS token, or the mean patch token with `classifier_pooling="mean"`. (B, D)."""
