@@ -4,6 +4,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json  # noqa: E402
 import math  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -26,6 +27,15 @@ from spcxr_hub.training.schedules import learning_rate_at, scaled_learning_rate,
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = str(ROOT / "pretrain.py")
+SPCXR = str(Path(sys.executable).parent / "spcxr")
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
+# The four ways to run pretraining (README, docs/pretraining.md): one command, one set of options.
+ENTRY_POINTS = {
+    "python pretrain.py": [sys.executable, PRETRAIN],
+    "accelerate launch pretrain.py": [*LAUNCH, PRETRAIN],
+    "accelerate launch -m spcxr_hub.cli pretrain": [*LAUNCH, "-m", "spcxr_hub.cli", "pretrain"],
+    "spcxr pretrain": [SPCXR, "pretrain"],
+}
 # A tiny ViT at 32×32 (2×2 patches): a step takes milliseconds on a CPU.
 TINY = ["--config", "tiny", "--image-size", "32", "--num-workers", "0", "--log-every", "1", "--report-to", "none",
         "--warmup-steps", "1", "--preview-every", "0", "--checkpoint-every", "0"]
@@ -439,6 +449,57 @@ def test_saved_backbone_has_the_trained_blocks_and_the_final_layernorm_at_its_in
     torch.testing.assert_close(backbone.layers[3].mlp.fc1.weight, model.spcxr.layers[3].mlp.fc1.weight)
     torch.testing.assert_close(backbone.layernorm.weight, torch.ones(config.hidden_size))
     torch.testing.assert_close(backbone.layernorm.bias, torch.zeros(config.hidden_size))
+
+
+# ----------------------------------------------------------------------------------------------------- entry points
+
+
+def _flags(text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]", text))
+
+
+def test_every_entry_point_offers_the_options_of_pretrain_options():
+    from dataclasses import fields
+
+    from spcxr_hub.training.pretraining_options import PretrainOptions
+
+    expected = {f"--{f.name.replace('_', '-')}" for f in fields(PretrainOptions)} | {"--help"}
+    for name, command in ENTRY_POINTS.items():
+        done = subprocess.run([*command, "--help"], env=_subprocess_env(COLUMNS="250"), capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+        assert _flags(done.stdout) == expected, (name, _flags(done.stdout) ^ expected)
+
+
+@pytest.mark.parametrize("name", ["python pretrain.py", "spcxr pretrain"])
+def test_a_bad_value_is_one_line_naming_the_option_and_exit_status_2(tmp_path, name):
+    done = subprocess.run([*ENTRY_POINTS[name], *SYNTHETIC, "--batch-size", "0", "--output-dir", str(tmp_path / "o")],
+                          env=_subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "'--batch-size': must be a positive integer, got 0" in line, line
+
+
+def test_python_pretrain_py_and_spcxr_pretrain_are_the_same_program(tmp_path):
+    argv = [*TINY, *SYNTHETIC, "--max-steps", "2"]
+    for name in ("python pretrain.py", "spcxr pretrain"):
+        out = tmp_path / name.split()[-1]
+        done = subprocess.run([*ENTRY_POINTS[name], *argv, "--output-dir", str(out)], env=_subprocess_env(),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+    weights = [(tmp_path / run / "backbone" / "model.safetensors").read_bytes() for run in ("pretrain.py", "pretrain")]
+    assert weights[0] == weights[1]
+    options = [_trainer_state(tmp_path / run)["args"] for run in ("pretrain.py", "pretrain")]
+    assert {k: v for k, v in options[0].items() if k != "output_dir"} == {
+        k: v for k, v in options[1].items() if k != "output_dir"}
+
+
+def test_the_command_line_builds_the_pretrain_command_without_torch():
+    code = ("import sys, spcxr_hub.cli\n"
+            "print(sorted(m for m in ('numpy', 'torch', 'transformers', 'accelerate') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], env=_subprocess_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 # ----------------------------------------------------------------------------------------------------- processes
