@@ -134,7 +134,7 @@ def check_disjoint(args: argparse.Namespace, images: int, seed: int) -> None:
 def check_same_architecture(backbone: str, config: str, image_size: int) -> None:
     """Scratch must be the backbone's ViT with random weights, or the comparison says nothing."""
     from spcxr_hub.models.spcxr.configuration_spcxr import SpcxrConfig
-    from spcxr_hub.training.finetuning import preset_config
+    from spcxr_hub.training.presets import preset_config
 
     theirs = SpcxrConfig.from_pretrained(backbone).to_dict()
     ours = preset_config(config, image_size=image_size).to_dict()

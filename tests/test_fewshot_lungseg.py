@@ -73,7 +73,7 @@ def test_given_backbone_and_montgomery_folder_skip_pretraining(quick, tmp_path):
 
 
 def test_a_backbone_of_another_architecture_is_refused(quick, tmp_path):
-    from spcxr_hub.training.finetuning import preset_config
+    from spcxr_hub.training.presets import preset_config
 
     preset_config("tiny", hidden_size=32, image_size=64).save_pretrained(tmp_path / "other")
     with pytest.raises(SystemExit, match="hidden_size 32 vs 64"):

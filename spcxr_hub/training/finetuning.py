@@ -23,7 +23,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .model_factories import SCRATCH, get_model_factory, layer_id
-from .presets import preset_config  # noqa: F401  (benchmarks/fewshot_lungseg.py and its test import it from here)
 from .checkpoints import check_checkpoint, latest_checkpoint, model_config_fingerprint, save_checkpoint
 from ..data.records import TaskDataset, collate, load_records
 from ..errors import InputNotFoundError, OutputExistsError, UsageError

@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .backbones import SCRATCH, available_backbones, get_backbone
+from .model_factories import SCRATCH, available_model_factories, get_model_factory
 from ..errors import InputNotFoundError, SpcxrError, UsageError
 from .recipe import Recipe
 from ..hub.saving import atomic_directory
@@ -60,7 +60,7 @@ class ReproduceOptions(Recipe):
 
 
 def known_models(registry=None) -> list[str]:
-    return [SS_CXR, SCRATCH] + sorted(name for name in available_backbones(registry) if name != "spcxr")
+    return [SS_CXR, SCRATCH] + sorted(name for name in available_model_factories(registry) if name != "spcxr")
 
 
 def parse_models(names: list[str], ss_cxr: str = DEFAULT_SS_CXR, registry=None) -> list[ModelSpec]:
@@ -85,7 +85,7 @@ def parse_models(names: list[str], ss_cxr: str = DEFAULT_SS_CXR, registry=None) 
             continue
         if name != "spcxr":
             try:
-                get_backbone(name, registry)
+                get_model_factory(name, registry)
                 specs.append(ModelSpec(label, name, weights or None))
                 continue
             except KeyError:
@@ -204,7 +204,7 @@ def reproduce(options: ReproduceOptions, task: Task) -> dict:
     specs = parse_models(options.models, options.ss_cxr)
     for spec in specs:  # fail before hours of training, not after
         size = None if spec.backbone == "spcxr" else options.image_size or task.defaults.image_size
-        get_backbone(spec.backbone).check(task, size)
+        get_model_factory(spec.backbone).check(task, size)
         if spec.backbone == "spcxr" and spec.init != SCRATCH:
             from ..models.spcxr.configuration_spcxr import SpcxrConfig
 
