@@ -66,10 +66,10 @@ def _default_max_pixels() -> int:
 def option(default=dataclasses.MISSING, help: str = "", *, panel: str, factory=None, **typer_settings):
     """A field of `PretrainOptions` and, in its metadata, the typer option (`--field-name`) it is on the command
     line; a field without a default is a required option."""
-    info = typer.Option(help=help, rich_help_panel=panel, **typer_settings)
+    metadata = {"option": typer.Option(help=help, rich_help_panel=panel, **typer_settings)}
     if factory is not None:
-        return field(default_factory=factory, metadata={"option": info, "factory": factory})
-    return field(default=default, metadata={"option": info})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 DATA, MODEL, AUGMENTATION, OPTIMISATION, RUN = ("data", "model and corruption", "augmentation",
@@ -190,8 +190,8 @@ def typer_options(command):
         if choices:
             info.parser = _one_of(typing.get_args(choices[0]))
         default = inspect.Parameter.empty
-        if "factory" in f.metadata:
-            info.default_factory = f.metadata["factory"]
+        if f.default_factory is not dataclasses.MISSING:
+            info.default_factory = f.default_factory
         elif f.default is not dataclasses.MISSING:
             default = f.default
         parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
@@ -206,19 +206,19 @@ def typer_options(command):
     return from_options
 
 
-
 class PretrainCommand(TyperCommand):
     """The command's parsing: a bad value is one line naming the option (exit status 2), whichever program runs it
     (under `accelerate launch` every process reports, and a framed usage block per process would bury the reason);
     `--resume` alone means `--resume latest`, as it always has (typer has no option with an optional value)."""
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
-        args = list(args)
+        given = []
         for i, arg in enumerate(args):
+            given.append(arg)
             if arg == "--resume" and (i + 1 == len(args) or args[i + 1].startswith("-")):
-                args.insert(i + 1, "latest")
+                given.append("latest")
         try:
-            return super().parse_args(ctx, args)
-        except typer.TyperException as error:  # click's usage errors: unknown option, bad or missing value
+            return super().parse_args(ctx, given)
+        except typer.TyperException as error:  # click's usage errors (exit status 2): unknown option, bad value…
             typer.echo(f"error: {error.format_message()} (see {ctx.command_path} --help)", err=True)
-            raise typer.Exit(getattr(error, "exit_code", 2)) from None
+            raise typer.Exit(error.exit_code) from None
