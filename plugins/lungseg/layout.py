@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub.plugin_api import holdout_split, list_images, require, write_mask_png, write_phantoms, write_png16
+from spcxr_hub.plugin_api import holdout_split, layout_files, require, write_mask_png, write_phantoms, write_png16
 
 LAYOUT = "Montgomery County (CXR_png/, ManualMask/leftMask/, ManualMask/rightMask/)"
 LABELS = ("background", "lung")
@@ -23,7 +23,7 @@ IMAGE_SIZE = (128, 112)  # height, width: portrait, like most Montgomery radiogr
 
 def read_folder(root: Path, split: str) -> list[dict]:
     """Records of `split` ("train" or "test"): `{"image": png, "label": [left mask, right mask]}`."""
-    images = holdout_split(list_images(root, "CXR_png", pattern="MCUCXR_*.png", layout=LAYOUT), split)
+    images = holdout_split(layout_files(root, "CXR_png", pattern="MCUCXR_*.png", layout=LAYOUT), split)
     return [{"image": image, "label": [require(root, "ManualMask", side, image.name, layout=LAYOUT)
                                        for side in ("leftMask", "rightMask")]}
             for image in images]

@@ -25,7 +25,7 @@ def numbered_lines(path: Path) -> list[tuple[int, str]]:
     return [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
 
 
-def list_images(root: Path, *folder: str, pattern: str, layout: str) -> list[Path]:
+def layout_files(root: Path, *folder: str, pattern: str, layout: str) -> list[Path]:
     """Sorted files matching `pattern` in `root/folder…`; a LayoutError names the folder if it is missing or holds
     no such file."""
     directory = require(root, *folder, layout=layout)

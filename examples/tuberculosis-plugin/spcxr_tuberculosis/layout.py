@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spcxr_hub.plugin_api import UnknownLabelError, holdout_split, list_images, write_phantoms
+from spcxr_hub.plugin_api import UnknownLabelError, holdout_split, layout_files, write_phantoms
 
 LAYOUT = "Shenzhen (CXR_png/CHNCXR_####_{0,1}.png)"
 LABELS = ("normal", "tuberculosis")
@@ -27,7 +27,7 @@ def label_of(path: Path) -> int:
 
 def read_folder(root: Path, split: str) -> list[dict]:
     """Records of `split` ("train" or "test"): label 0 normal, 1 tuberculosis."""
-    images = list_images(root, "CXR_png", pattern="CHNCXR_*.png", layout=LAYOUT)
+    images = layout_files(root, "CXR_png", pattern="CHNCXR_*.png", layout=LAYOUT)
     return [{"image": path, "label": label_of(path)} for path in holdout_split(images, split)]
 
 
