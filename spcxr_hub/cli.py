@@ -364,8 +364,10 @@ def reproduce(
 @readable_errors
 @typer_options
 def pretrain(options):
-    """GMML self-supervised pretraining of SS-CXR; also `python pretrain.py` and `accelerate launch pretrain.py` (one
-    CPU, GPUs, machines: see docs/pretraining.md)."""
+    """GMML self-supervised pretraining of SS-CXR.
+
+    The same command as `python pretrain.py` and `accelerate launch pretrain.py` (one CPU, GPUs, several machines:
+    docs/pretraining.md)."""
     from .training.pretraining import pretrain as run
 
     run(options)

@@ -46,7 +46,7 @@ class FolderSource:
     """Image files under a folder (recursive)."""
 
     def __init__(self, folder: Path, paths: list[Path], max_pixels: int):
-        self.folder, self.paths, self.max_pixels = folder, paths, max_pixels
+        self.paths, self.max_pixels = paths, max_pixels
         self.description = f"{len(paths)} images under {folder}"
 
     def __len__(self) -> int:
