@@ -6,22 +6,22 @@ Two independent pieces, both used by `spcxr predict`:
   (`config.json`, `model.safetensors`, `preprocessor_config.json`) → the model family's own torch-only encoder
   (`models/spcxr/vit_encoder.py`: the parameter names, blocks and so the outputs of `SpcxrForImageClassification`)
   and its preprocessing function (`models/spcxr/preprocessing.py`, what `SpcxrImageProcessor` runs), without
-  importing transformers. transformers' model and image-processor base classes
-  import torch.distributed, dynamo, sympy and scipy (~3 s and ~250 MB on a 2-core machine) before the first image
-  is read; `spcxr predict` starts in about half the time without them. Directories this loader does not cover
-  (segmentation, other backbones, sharded weights) make it return None, and the caller loads through transformers.
+  importing transformers. transformers' model and image-processor base classes import torch.distributed, dynamo,
+  sympy and scipy (~3 s and ~250 MB on a 2-core machine) before the first image is read; `spcxr predict` starts in
+  about half the time without them. Directories this loader does not cover (segmentation, other backbones, sharded
+  weights) make it return None, and the caller loads through transformers.
 
 * **The CPU deployment path** (`optimize_for_cpu`, `spcxr predict --fast`): a transformation of a loaded model, not
   other blocks: the model is cast to bfloat16 and each block's Linear layers are swapped for oneDNN ones with the
   weights prepacked once, fc1's bias and GELU fused into its matmul, the residual additions fused into proj's and
-  fc2's matmuls (the block's `linear_plus` hands them to the layer), attention through PyTorch's fused SDPA kernel. On a
-  CPU with AMX or AVX-512-BF16 (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`) this runs ViT-S several times faster
-  than fp32 (see benchmarks/); logits agree with fp32 to a cosine of ~0.9999. Where bf16 is not native (older CPUs),
-  it falls back to dynamic int8 quantisation of the Linear layers (`torch.ao.quantization.quantize_dynamic`), which
-  is the classic ~1.6× path. Works on the lean classifier and on every transformers SS-CXR model (backbone,
-  classifier, segmenter: the decoder runs in bf16 too). On a CUDA device `optimize_for_cuda` casts to bf16 and
-  keeps the SDPA attention. `choose_fast_path(device)` says which path runs and why, as data (`spcxr predict --fast`
-prints it, the benchmarks record it).
+  fc2's matmuls (the block's `linear_plus` hands them to the layer), attention through PyTorch's fused SDPA kernel.
+  On a CPU with AMX or AVX-512-BF16 (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`) this runs ViT-S several times
+  faster than fp32 (see benchmarks/); logits agree with fp32 to a cosine of ~0.9999. Where bf16 is not native
+  (older CPUs), it falls back to dynamic int8 quantisation of the Linear layers
+  (`torch.ao.quantization.quantize_dynamic`), which is the classic ~1.6× path. Works on the lean classifier and on
+  every transformers SS-CXR model (backbone, classifier, segmenter: the decoder runs in bf16 too). On a CUDA device
+  `optimize_for_cuda` casts to bf16 and keeps the SDPA attention. `choose_fast_path(device)` says which path runs
+  and why, as data (`spcxr predict --fast` prints it, the benchmarks record it).
 """
 
 from __future__ import annotations

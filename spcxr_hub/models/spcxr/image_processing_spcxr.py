@@ -27,7 +27,8 @@ try:
 except ImportError:  # older transformers 5.x: the same two fields on a plain BatchFeature
     SemanticSegmentationPostProcessorOutput = BatchFeature
 
-from .imaging import DEFAULT_MAX_PIXELS, letterbox_geometry, load_image, resize_array, to_model_size  # noqa: F401 (load_image, resize_array: re-exported)
+# load_image, resize_array: re-exported for callers that import them from here
+from .imaging import DEFAULT_MAX_PIXELS, letterbox_geometry, load_image, resize_array, to_model_size  # noqa: F401
 from .preprocessing import preprocess_image
 
 

@@ -28,7 +28,7 @@ class SpcxrEncoderMixin:
     """ViT encoder behaviour over `self.embeddings`, `self.layers`, `self.layernorm` and `self.config`, which
     `build_encoder` creates. `block` lets the transformers classes use their checkpointable subclass of the block."""
 
-    def build_encoder(self, config, block: type[nn.Module] = SpcxrBlock, act_layer=None, add_final_layernorm: bool = True):
+    def build_encoder(self, config, block: type[nn.Module] = SpcxrBlock, act_layer=None, add_final_layernorm=True):
         self.embeddings = SpcxrEmbeddings(config)
         # Plain Python, not torch.linspace(...).tolist(): that reads a tensor, which fails under meta-device
         # construction (accelerate's init_empty_weights, low-memory loading, FSDP).

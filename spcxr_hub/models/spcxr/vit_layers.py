@@ -103,7 +103,9 @@ def sdpa_attention(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """PyTorch's fused attention kernel (the default without transformers); no weights. Shapes as `eager_attention`."""
-    output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling)
+    output = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling
+    )
     return output.transpose(1, 2), None
 
 
