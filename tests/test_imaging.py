@@ -106,10 +106,11 @@ def png8(tmp_path):
 # The module stays remote-code safe
 
 
-def test_module_imports_only_stdlib_numpy_and_pillow_at_top_level():
+@pytest.mark.parametrize("module", ["imaging", "dicom"])
+def test_module_imports_only_stdlib_numpy_and_pillow_at_top_level(module):
     from transformers.dynamic_module_utils import get_imports
 
-    imports = set(get_imports(imaging.__file__))
+    imports = set(get_imports(str(Path(imaging.__file__).with_name(f"{module}.py"))))
     assert imports <= set(sys.stdlib_module_names) | {"numpy", "PIL"}, imports
     assert "pydicom" not in imports and "torch" not in imports and "spcxr_hub" not in imports
 

@@ -151,3 +151,22 @@ def test_saved_processor_names_its_remote_code(saved, order):
     processor_config = json.loads((saved[order] / "classification" / "preprocessor_config.json").read_text())
     assert processor_config["auto_map"] == {"AutoImageProcessor": "image_processing_spcxr.SpcxrImageProcessor"}
     assert (saved[order] / "classification" / "imaging.py").is_file()
+
+
+def test_a_pacs_dicom_goes_through_the_remote_code_processor_as_through_the_project(saved, tmp_path):
+    """A JPEG Lossless DICOM (tests/data) through the processor of a saved model, where only transformers is
+    installed: DICOM decoding is part of the remote code a model carries, not of the project."""
+    from spcxr_hub import SpcxrImageProcessor
+
+    model_dir = saved["spcxr_hub first"] / "classification"
+    film = Path(__file__).parent / "data" / "film-jpeg-lossless-sv1.dcm"
+    expected = SpcxrImageProcessor.from_pretrained(model_dir)(str(film), return_tensors="np")["pixel_values"]
+    out = python(BLOCK_PROJECT + (
+        "import json, sys\nfrom transformers import AutoImageProcessor\n"
+        "processor = AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        "print(type(processor).__module__)\n"
+        "print(json.dumps(processor(sys.argv[2], return_tensors='np')['pixel_values'].tolist()))\n"
+    ), model_dir, film, cwd=tmp_path)
+    module, pixels = out.strip().splitlines()[-2:]
+    assert module.startswith("transformers_modules.")
+    np.testing.assert_allclose(np.asarray(json.loads(pixels)), expected, atol=1e-6)

@@ -58,7 +58,7 @@ def predict(model, processor, task: Task, records, *, batch_size: int = 16, stri
 
 def original_size_probabilities(processor, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
     """Class probabilities of one image mapped back onto its original pixels (undoing resize and letterbox)."""
-    from ..models.spcxr.image_processing_spcxr import letterbox_geometry
+    from ..models.spcxr.preprocessing import letterbox_geometry
 
     if processor.do_resize and processor.resize_mode == "pad":
         top, left, new_h, new_w = letterbox_geometry(height, width, tuple(logits.shape[-2:]))

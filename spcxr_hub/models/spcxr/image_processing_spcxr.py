@@ -18,7 +18,6 @@ Policy (documented so results are reproducible):
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
@@ -27,8 +26,8 @@ try:
 except ImportError:  # older transformers 5.x: the same two fields on a plain BatchFeature
     SemanticSegmentationPostProcessorOutput = BatchFeature
 
-# load_image, resize_array: re-exported for callers that import them from here
-from .imaging import DEFAULT_MAX_PIXELS, letterbox_geometry, load_image, resize_array, to_model_size  # noqa: F401
+from .imaging import DEFAULT_MAX_PIXELS
+from .preprocessing import letterbox_geometry, to_model_size
 from .preprocessing import preprocess_image
 
 

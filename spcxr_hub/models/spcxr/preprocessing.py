@@ -3,8 +3,35 @@ of `SpcxrImageProcessor` and of the lean path's `LeanProcessor` (which must not 
 cannot drift apart. Remote code: travels with `image_processing_spcxr.py` to the Hub."""
 
 import numpy as np
+from PIL import Image
 
-from .imaging import DEFAULT_MAX_PIXELS, load_image, to_model_size
+from .imaging import DEFAULT_MAX_PIXELS, load_image
+
+
+def letterbox_geometry(height: int, width: int, target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where an (height, width) image lands inside `target` under `resize_mode="pad"`: (top, left, new_h, new_w)."""
+    scale = min(target[0] / height, target[1] / width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    return (target[0] - new_h) // 2, (target[1] - new_w) // 2, new_h, new_w
+
+
+def resize_array(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic resize (Pillow, antialiased when shrinking) of a float (H, W) image in [0, 1], clipped to [0, 1]."""
+    if image.shape == (height, width):
+        return image
+    resized = Image.fromarray(image.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BICUBIC)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def to_model_size(image: np.ndarray, target: tuple[int, int], resize_mode: str = "pad") -> np.ndarray:
+    """(H, W) float image → `target` (height, width): `"stretch"` resizes; `"pad"` keeps the aspect ratio and centres
+    the image on a black (air) canvas."""
+    if resize_mode == "stretch":
+        return resize_array(image, *target)
+    top, left, new_h, new_w = letterbox_geometry(*image.shape, target)
+    canvas = np.zeros(target, dtype=np.float32)
+    canvas[top : top + new_h, left : left + new_w] = resize_array(image, new_h, new_w)
+    return canvas
 
 
 def channel_value(value) -> np.float32:
