@@ -266,22 +266,6 @@ def test_predict_on_a_classifier_keeps_heavy_imports_out(trained, films):
     assert out.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("first", ["from transformers import ViTModel", "from transformers import PreTrainedModel",
-                                   "from transformers import pipeline", "pass"])
-def test_lazy_registration_whatever_transformers_imports_first(first, trained):
-    out = run_python(
-        f"import spcxr_hub\n{first}\n"
-        "from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification\n"
-        "from spcxr_hub import SpcxrConfig\n"
-        "print(type(AutoModel.from_config(SpcxrConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, "
-        "intermediate_size=64, image_size=32, reconstruction_layers=[1, 2], segmentation_skip_layers=[1, 1, 2]))).__name__)\n"
-        f"print(type(AutoModelForImageClassification.from_pretrained({str(trained)!r})).__name__)\n"
-        f"print(type(AutoImageProcessor.from_pretrained({str(trained)!r})).__name__)\n"
-        "print(type(AutoConfig.for_model('spcxr')).__name__)\n"
-    )
-    assert out.split() == ["SpcxrModel", "SpcxrForImageClassification", "SpcxrImageProcessor", "SpcxrConfig"]
-
-
 def test_inference_path_of_the_blocks_equals_the_training_path_without_dropout():
     torch.manual_seed(0)
     model = SpcxrModel(SpcxrConfig(**tiny_config_kwargs()))
