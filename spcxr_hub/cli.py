@@ -433,8 +433,33 @@ def export(
     example_image: Annotated[list[Path] | None, typer.Option(help="Widget example (repeatable).")] = None,
     synthetic: Annotated[bool | None, SYNTHETIC_OPTION] = None,
     training_summary: Annotated[Path | None, typer.Option(help="Training log JSON kept elsewhere.")] = None,
+    native: Annotated[bool, typer.Option(help="Stock transformers ViT (model_type vit), no remote code: loads "
+                                         "without trust_remote_code and in Hub widgets (backbones, classifiers).")] = False,
+    check_images: Annotated[Path | None, typer.Option(
+        help="--native: folder of held-out images for the equivalence check (default: 32 synthetic phantoms).")] = None,
+    allow_disagreement: Annotated[bool, typer.Option(
+        help="--native: publish even when top-1 agreement with the SS-CXR model is below 99% (warns).")] = False,
 ):
     """Write a complete Hub repository folder: safetensors, configs, code, card with widget, examples, metrics."""
+    if native:
+        from .hub.native_export import export_native
+        from .models.spcxr.imaging import list_images
+
+        if training_summary is not None:
+            fail("--training-summary: not used by --native exports (they publish the model directory's own log)")
+        if check_images is not None and not check_images.is_dir():
+            fail(f"--check-images {check_images}: not a folder of images")
+        images = list_images(check_images) if check_images is not None else None
+        if images == []:
+            fail(f"--check-images {check_images}: no images in the folder")
+        folder, equivalence = export_native(model_dir, repo_dir, repo_id=repo_id, overwrite=overwrite,
+                                            check_images=images, allow_disagreement=allow_disagreement,
+                                            example_images=example_image or None, synthetic=synthetic,
+                                            warn=lambda line: typer.echo(line, err=True))
+        typer.echo(f"wrote {folder} (native transformers ViT, no remote code; {equivalence.line()})")
+        return
+    if check_images is not None or allow_disagreement:
+        fail("--check-images and --allow-disagreement belong to --native exports")
     from .hub.publishing import export_repository
 
     folder = export_repository(model_dir, repo_dir, repo_id=repo_id, overwrite=overwrite,

@@ -208,18 +208,19 @@ def architecture_text(config: dict, kind: str) -> str:
     if config.get("model_type") == "timm_wrapper":
         return f"timm `{config.get('architecture')}` with one input channel, {config.get('image_size')}×" \
                f"{config.get('image_size')} input"
-    if config.get("model_type") != "spcxr":
+    if config.get("model_type") not in ("spcxr", "vit"):  # vit: a native export of SS-CXR (native_export.py)
         return f"model type `{config.get('model_type')}`"
     shape = {k: config.get(k) for k in VIT_S}
     size = config.get("image_size")
     channels = config.get("num_channels", 1)
+    channels = f"{channels} channel" + ("s (the grey film repeated)" if channels == 3 else "")
     if shape == VIT_S:
-        text = f"ViT-S/16 (width 384, 12 blocks, 6 heads, MLP 1536), {size}×{size} input, {channels} channel"
+        text = f"ViT-S/16 (width 384, 12 blocks, 6 heads, MLP 1536), {size}×{size} input, {channels}"
     else:
         text = (f"a reduced ViT (width {shape['hidden_size']}, {shape['num_hidden_layers']} blocks, "
                 f"{shape['num_attention_heads']} heads, MLP {shape['intermediate_size']}, "
                 f"patch {shape['patch_size']}), "
-                f"{size}×{size} input, {channels} channel — not the ViT-S of the paper")
+                f"{size}×{size} input, {channels} — not the ViT-S of the paper")
     return text
 
 
@@ -343,8 +344,10 @@ def evaluation_context(metrics: dict, task, task_name: str | None, pipeline_tag:
 def build_card(model_dir: str | os.PathLike, *, repo_id: str | None = None, example_images: Sequence | None = None,
                synthetic: bool | None = None, training_summary: str | os.PathLike | None = None,
                base_model=UNSET, license: str = LICENSE, revision: str | None = None,
-               template_dir: str | os.PathLike | None = None) -> CardBundle:
-    """Reads the model directory, runs the model on the example images and renders the card (nothing written)."""
+               template_dir: str | os.PathLike | None = None, native: dict | None = None) -> CardBundle:
+    """Reads the model directory, runs the model on the example images and renders the card (nothing written).
+    `native`: the equivalence line and processor limits of a native transformers export (`native_export.py`),
+    stated in the card's first lines."""
     from huggingface_hub import ModelCard, ModelCardData
 
     import spcxr_hub
@@ -381,7 +384,7 @@ def build_card(model_dir: str | os.PathLike, *, repo_id: str | None = None, exam
     widget, files, example_rows = run_examples(model_dir, kind, config, examples, url_base)
 
     # What the model is: SS-CXR (GMML-pretrained ViT), its architecture from scratch, or another network (baseline).
-    if config.get("model_type") != "spcxr":
+    if config.get("model_type") != "spcxr" and not native:
         family = "baseline"
     elif kind != "backbone" and init == "scratch":
         family = "scratch"
@@ -418,7 +421,7 @@ def build_card(model_dir: str | os.PathLike, *, repo_id: str | None = None, exam
         task=task, task_name=task_name, init_text=init_text, training_rows=rows,
         data_text=describe_source(str(data)) if data and data != "synthetic" else None,
         evaluation=evaluation, examples=example_rows, spcxr_bibtex=SPCXR_BIBTEX, gmml_bibtex=GMML_BIBTEX,
-        license=license,
+        license=license, native=native,
     )
     template = Path(template_dir or TEMPLATE_DIR) / TEMPLATES[kind]
     if not template.is_file():
