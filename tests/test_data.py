@@ -8,7 +8,8 @@ import pytest
 from spcxr_hub import SpcxrImageProcessor
 
 from spcxr_hub.data import synthetic
-from spcxr_hub.data.records import LayoutError, TaskDataset, collate, is_synthetic, load_mask, load_records
+from spcxr_hub.data.records import LayoutError, is_synthetic, load_mask, load_records
+from spcxr_hub.data.task_dataset import TaskDataset, collate
 from spcxr_hub.plugins.registry import get_task
 
 

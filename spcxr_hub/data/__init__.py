@@ -1,5 +1,6 @@
-"""Task data: `records` (a task's folder or Hub dataset → records → a torch dataset), `layouts` (helpers plugins
-describe their folder layouts with) and `synthetic` (the phantom radiographs every test and demo trains on)."""
+"""Task data: `records` (a task's folder or Hub dataset → records), `task_dataset` (records → a torch dataset),
+`layouts` (helpers plugins describe their folder layouts with) and `synthetic` (the phantom radiographs every test
+and demo trains on)."""
 
 import importlib
 

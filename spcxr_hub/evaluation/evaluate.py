@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.records import TaskDataset, collate, load_mask
+from ..data.records import load_mask
+from ..data.task_dataset import TaskDataset, collate
 from ..inference.devices import model_device, to_device
 from ..errors import UsageError
 from ..hub.saving import atomic_file

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from .model_factories import SCRATCH, get_model_factory, layer_id
 from .checkpoints import check_checkpoint, latest_checkpoint, model_config_fingerprint, save_checkpoint
-from ..data.records import TaskDataset, collate, load_records
+from ..data.records import load_records
+from ..data.task_dataset import TaskDataset, collate
 from ..errors import InputNotFoundError, OutputExistsError, UsageError
 from ..models.spcxr.image_processing_spcxr import SpcxrImageProcessor
 from .recipe import Recipe
