@@ -42,6 +42,10 @@ def fail(message: str) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def warn(line: str) -> None:
+    typer.echo(line, err=True)
+
+
 def readable_errors(command):
     """Errors a user can cause become one line on stderr and exit status 2; any other exception is a bug: one line
     saying so and exit status 1, its traceback shown with SPCXR_DEBUG=1."""
@@ -443,19 +447,12 @@ def export(
     """Write a complete Hub repository folder: safetensors, configs, code, card with widget, examples, metrics."""
     if native:
         from .hub.native_export import export_native
-        from .models.spcxr.imaging import list_images
 
         if training_summary is not None:
             fail("--training-summary: not used by --native exports (they publish the model directory's own log)")
-        if check_images is not None and not check_images.is_dir():
-            fail(f"--check-images {check_images}: not a folder of images")
-        images = list_images(check_images) if check_images is not None else None
-        if images == []:
-            fail(f"--check-images {check_images}: no images in the folder")
         folder, equivalence = export_native(model_dir, repo_dir, repo_id=repo_id, overwrite=overwrite,
-                                            check_images=images, allow_disagreement=allow_disagreement,
-                                            example_images=example_image or None, synthetic=synthetic,
-                                            warn=lambda line: typer.echo(line, err=True))
+                                            check_images=check_images, allow_disagreement=allow_disagreement,
+                                            example_images=example_image or None, synthetic=synthetic, warn=warn)
         typer.echo(f"wrote {folder} (native transformers ViT, no remote code; {equivalence.line()})")
         return
     if check_images is not None or allow_disagreement:
@@ -477,12 +474,14 @@ def push(
     revision: Annotated[str | None, typer.Option(help="Branch to push to (created if missing).")] = None,
     example_image: Annotated[list[Path] | None, typer.Option(help="Widget example (repeatable).")] = None,
     synthetic: Annotated[bool | None, SYNTHETIC_OPTION] = None,
+    native: Annotated[bool, typer.Option(help="Push the native export (see `spcxr export --native`).")] = False,
+    allow_disagreement: Annotated[bool, typer.Option(help="--native: as for `spcxr export`.")] = False,
 ):
     """Upload the model to the Hugging Face Hub as a complete repository (token: `hf auth login` or HF_TOKEN)."""
     from .hub.publishing import push_to_hub
 
     url = push_to_hub(model_dir, repo_id, private=private, revision=revision, example_images=example_image or None,
-                      synthetic=synthetic)
+                      synthetic=synthetic, native=native, allow_disagreement=allow_disagreement, warn=warn)
     typer.echo(f"pushed {model_dir} to {repo_id}: {url}")
 
 

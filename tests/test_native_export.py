@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +210,47 @@ def test_held_out_images_of_another_size_are_checked_through_each_side_s_own_res
     # Pillow-on-float (SS-CXR) and the stock processor resize 128² → 64² differently: close, not identical.
     assert 0.99 <= float(line.rsplit("min CLS cosine ", 1)[1].rstrip(")")) <= 1.0
     assert "equivalence on 3 held-out images" in (tmp_path / "repo" / "README.md").read_text()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """HfApi recording what each upload_folder call sent (files and config)."""
+    uploads = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            folder = Path(folder_path)
+            uploads.append((repo_id, folder, sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                                                    if p.is_file()), json.loads((folder / "config.json").read_text())))
+            return type("Commit", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    return uploads
+
+
+def test_push_sends_either_kind_and_a_native_folder_as_it_is(exported, fake_hub):
+    model_dir, repo, _ = exported
+    spcxr("push", model_dir, "--repo-id", "acme/pushed-native", "--native")
+    repo_id, _, files, config = fake_hub[-1]
+    assert repo_id == "acme/pushed-native" and config["model_type"] == "vit" and "auto_map" not in config
+    assert not [name for name in files if name.endswith(".py")]
+    spcxr("push", repo, "--repo-id", REPO_ID)  # the exported folder, for the id its card was written for
+    assert fake_hub[-1][1] == repo and fake_hub[-1][3]["model_type"] == "vit"
+    line = one_line(spcxr("push", repo, "--repo-id", "acme/other", expect=2))
+    assert "written for 'acme/cxr-native'" in line and "--native" in line
+    spcxr("push", model_dir, "--repo-id", "acme/remote-code")
+    assert "auto_map" in fake_hub[-1][3]  # without --native: the remote-code repository, as before
+
+
+def test_a_native_folder_is_not_exported_again_as_remote_code(exported, tmp_path):
+    _, repo, _ = exported
+    line = one_line(spcxr("export", repo, "--repo-dir", tmp_path / "again", expect=2))
+    assert "already a native export" in line and not (tmp_path / "again").exists()

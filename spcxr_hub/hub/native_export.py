@@ -167,8 +167,16 @@ def native_processor(size: int):
 
 
 def check_images_for(size: int, images: Sequence | None) -> tuple[list, str]:
-    """(held-out images, how the card names them). Without `images`: CHECK_IMAGES square phantoms at the model's
+    """(held-out images, how the card names them) from a folder or a sequence of paths or arrays. Without `images`: CHECK_IMAGES square phantoms at the model's
     size (half with consolidation), from seeds no training run of this project draws."""
+    if isinstance(images, (str, os.PathLike)):  # a folder (`--check-images`), e.g. the task's test images
+        from ..models.spcxr.imaging import list_images
+
+        folder, images = Path(images), list_images(images) if Path(images).is_dir() else None
+        if images is None:
+            raise NativeExportError(f"--check-images {folder}: not a folder of images")
+        if not images:
+            raise NativeExportError(f"--check-images {folder}: no images in the folder")
     if images:
         return list(images), "held-out images"
     from ..data import synthetic
@@ -246,7 +254,7 @@ def export_native(model_dir: str | os.PathLike, repo_dir: str | os.PathLike, *, 
     """Writes a native transformers repository for the SS-CXR backbone or classifier in `model_dir` to `repo_dir`,
     all or nothing, and returns (repo_dir, the equivalence measured on it).
 
-    `check_images` (paths or arrays; default: synthetic phantoms) are the held-out images of the equivalence check;
+    `check_images` (a folder, or paths or arrays; default: synthetic phantoms) are the held-out images of the equivalence check;
     top-1 agreement (backbones: CLS cosine) below 99% refuses the export unless `allow_disagreement`, which calls
     `warn(line)` instead. `warn` also receives the processor's limitation line. The card (README.md, rendered from
     `metrics.json` and the training log like every card) states the numbers in its first lines."""

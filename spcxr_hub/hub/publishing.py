@@ -92,6 +92,27 @@ def copy_model_files(model_dir: Path, staging: Path) -> None:
                 shutil.copyfile(model_dir.parent / "loss_curve.png", staging / "loss_curve.png")
 
 
+def is_native_repository(folder: Path) -> bool:
+    """A native export (`native_export.py`): transformers' own ViT without auto_map, its card rendered at export."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == "vit" and not config.get("auto_map")
+
+
+def native_folder_for(folder: Path, repo_id: str) -> Path:
+    """A native export pushed as it is: its card's widget URLs and model-index name must be `repo_id`'s."""
+    from huggingface_hub import ModelCard
+
+    readme = folder / "README.md"
+    name = ModelCard(readme.read_text()).data.model_name if readme.is_file() else None
+    if name != repo_id:
+        raise PublishError(f"{readme}: the native export's card was written for {name!r}, not {repo_id!r}; push the "
+                           f"SS-CXR model directory with --native, or export it again with --repo-id {repo_id}")
+    return folder
+
+
 def export_repository(model_dir: str | os.PathLike, repo_dir: str | os.PathLike, *, repo_id: str | None = None,
                       overwrite: bool = False, example_images=None, synthetic: bool | None = None,
                       revision: str | None = None, base_model=UNSET,
@@ -108,6 +129,9 @@ def export_repository(model_dir: str | os.PathLike, repo_dir: str | os.PathLike,
         validate_hub_id(repo_id)
     if repo_dir.resolve() == model_dir.resolve():
         raise PublishError(f"{repo_dir}: the repository folder must differ from the model directory")
+    if is_native_repository(model_dir):  # its card would be rendered again as a remote-code card
+        raise PublishError(f"{model_dir}: already a native export (model_type vit, no remote code); `spcxr push` "
+                           "uploads it as it is, `spcxr export --native` of the SS-CXR model writes it again")
     with atomic_directory(repo_dir, overwrite=overwrite) as staging:
         copy_model_files(model_dir, staging)
         if training_summary is not None:
@@ -159,9 +183,12 @@ def get_token() -> str | None:
 
 def push_to_hub(model_dir_or_repo_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
                 revision: str | None = None, token: str | None = None, commit_message: str | None = None,
-                example_images=None, synthetic: bool | None = None) -> str:
+                example_images=None, synthetic: bool | None = None, native: bool = False,
+                allow_disagreement: bool = False, warn=None) -> str:
     """Exports the model (a model directory or an exported repository folder) for `repo_id` into a temporary folder
     and uploads it with `huggingface_hub.HfApi` (`create_repo`, then `upload_folder`). Returns the commit URL.
+    `native`: the native transformers export (`native_export.export_native`, which `allow_disagreement` and `warn`
+    are passed to); a folder that already is a native export for `repo_id` is uploaded as it is.
 
     Checked before anything is written or sent, each failing with one line: the repo id, the model directory,
     `HF_HUB_OFFLINE` (offline: nothing is attempted) and the token (`token`, else `huggingface_hub.get_token()`)."""
@@ -178,8 +205,17 @@ def push_to_hub(model_dir_or_repo_dir: str | os.PathLike, repo_id: str, *, priva
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="spcxr-push-") as scratch:
-        folder = export_repository(source, Path(scratch) / "repo", repo_id=repo_id, example_images=example_images,
-                                   synthetic=synthetic, revision=revision)
+        if native:
+            from .native_export import export_native
+
+            folder, _ = export_native(source, Path(scratch) / "repo", repo_id=repo_id, example_images=example_images,
+                                      synthetic=synthetic, revision=revision, allow_disagreement=allow_disagreement,
+                                      warn=warn)
+        elif is_native_repository(source):
+            folder = native_folder_for(source, repo_id)
+        else:
+            folder = export_repository(source, Path(scratch) / "repo", repo_id=repo_id,
+                                       example_images=example_images, synthetic=synthetic, revision=revision)
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
