@@ -437,8 +437,8 @@ def export(
     example_image: Annotated[list[Path] | None, typer.Option(help="Widget example (repeatable).")] = None,
     synthetic: Annotated[bool | None, SYNTHETIC_OPTION] = None,
     training_summary: Annotated[Path | None, typer.Option(help="Training log JSON kept elsewhere.")] = None,
-    native: Annotated[bool, typer.Option(help="Stock transformers ViT (model_type vit), no remote code: loads "
-                                         "without trust_remote_code and in Hub widgets (backbones, classifiers).")] = False,
+    native: Annotated[bool, typer.Option(help="Stock transformers ViT, no remote code: loads without "
+                                         "trust_remote_code and in Hub widgets (backbones, classifiers).")] = False,
     check_images: Annotated[Path | None, typer.Option(
         help="--native: folder of held-out images for the equivalence check (default: 32 synthetic phantoms).")] = None,
     allow_disagreement: Annotated[bool, typer.Option(

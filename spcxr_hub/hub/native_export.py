@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .card_facts import model_kind, read_json
-from .publishing import LOG_FILES, PLOT_SUFFIX, PublishError, check_model_directory, validate_hub_id
+from .publishing import LOG_FILES, PLOT_SUFFIX, PublishError, check_export_paths
 from .saving import atomic_directory
 
 # The one limitation line (terminal and card): what SpcxrImageProcessor does and the stock ViTImageProcessor cannot.
@@ -119,8 +119,8 @@ def vit_state_dict(state: dict, kind: str, num_layers: int) -> dict:
 
     prefix, target = ("spcxr.", "vit.") if kind == "classification" else ("", "")
     out = {}
-    for name in ("embeddings.cls_token", "embeddings.position_embeddings", "embeddings.patch_embeddings.projection.bias",
-                 "layernorm.weight", "layernorm.bias"):
+    for name in ("embeddings.cls_token", "embeddings.position_embeddings",
+                 "embeddings.patch_embeddings.projection.bias", "layernorm.weight", "layernorm.bias"):
         out[target + name] = state[prefix + name]
     patch = state[prefix + "embeddings.patch_embeddings.projection.weight"]
     if patch.shape[1] == 1:
@@ -167,8 +167,9 @@ def native_processor(size: int):
 
 
 def check_images_for(size: int, images: Sequence | None) -> tuple[list, str]:
-    """(held-out images, how the card names them) from a folder or a sequence of paths or arrays. Without `images`: CHECK_IMAGES square phantoms at the model's
-    size (half with consolidation), from seeds no training run of this project draws."""
+    """(held-out images, how the card names them) from a folder or a sequence of paths or arrays. Without
+    `images`: CHECK_IMAGES square phantoms at the model's size (half with consolidation), from seeds no training
+    run of this project draws."""
     if isinstance(images, (str, os.PathLike)):  # a folder (`--check-images`), e.g. the task's test images
         from ..models.spcxr.imaging import list_images
 
@@ -254,21 +255,17 @@ def export_native(model_dir: str | os.PathLike, repo_dir: str | os.PathLike, *, 
     """Writes a native transformers repository for the SS-CXR backbone or classifier in `model_dir` to `repo_dir`,
     all or nothing, and returns (repo_dir, the equivalence measured on it).
 
-    `check_images` (a folder, or paths or arrays; default: synthetic phantoms) are the held-out images of the equivalence check;
-    top-1 agreement (backbones: CLS cosine) below 99% refuses the export unless `allow_disagreement`, which calls
-    `warn(line)` instead. `warn` also receives the processor's limitation line. The card (README.md, rendered from
-    `metrics.json` and the training log like every card) states the numbers in its first lines."""
+    `check_images` (a folder, or paths or arrays; default: synthetic phantoms) are the held-out images of the
+    equivalence check; top-1 agreement (backbones: CLS cosine) below 99% refuses the export unless
+    `allow_disagreement`, which calls `warn(line)` instead. `warn` also receives the processor's limitation line.
+    The card (README.md, rendered from `metrics.json` and the training log like every card) states the numbers in
+    its first lines."""
     import spcxr_hub  # noqa: F401  (registers the SS-CXR classes for loading the source model)
     from transformers import AutoModel, AutoModelForImageClassification
 
     from .cards import build_card, write_bundle
 
-    model_dir, repo_dir = Path(model_dir), Path(repo_dir)
-    check_model_directory(model_dir)
-    if repo_id is not None:
-        validate_hub_id(repo_id)
-    if repo_dir.resolve() == model_dir.resolve():
-        raise PublishError(f"{repo_dir}: the repository folder must differ from the model directory")
+    model_dir, repo_dir = check_export_paths(model_dir, repo_dir, repo_id)
     config, kind = check_native(model_dir)
     images, source = check_images_for(config.get("image_size", 224), check_images)
     loader = AutoModelForImageClassification if kind == "classification" else AutoModel

@@ -92,6 +92,17 @@ def copy_model_files(model_dir: Path, staging: Path) -> None:
                 shutil.copyfile(model_dir.parent / "loss_curve.png", staging / "loss_curve.png")
 
 
+def check_export_paths(model_dir, repo_dir, repo_id: str | None) -> tuple[Path, Path]:
+    """What every export checks before writing: the model directory, the repo id, and that the two folders differ."""
+    model_dir, repo_dir = Path(model_dir), Path(repo_dir)
+    check_model_directory(model_dir)
+    if repo_id is not None:
+        validate_hub_id(repo_id)
+    if repo_dir.resolve() == model_dir.resolve():
+        raise PublishError(f"{repo_dir}: the repository folder must differ from the model directory")
+    return model_dir, repo_dir
+
+
 def is_native_repository(folder: Path) -> bool:
     """A native export (`native_export.py`): transformers' own ViT without auto_map, its card rendered at export."""
     try:
@@ -123,12 +134,7 @@ def export_repository(model_dir: str | os.PathLike, repo_dir: str | os.PathLike,
     `example_images`, `synthetic` and `base_model` are passed to it (see `spcxr_hub.hub.cards.render_card`). A
     `training_summary` JSON kept elsewhere is published with the model (as `training_log.json` for fine-tuning,
     `trainer_state.json` for pretraining), so the card of the repository can always be written again from it."""
-    model_dir, repo_dir = Path(model_dir), Path(repo_dir)
-    check_model_directory(model_dir)
-    if repo_id is not None:
-        validate_hub_id(repo_id)
-    if repo_dir.resolve() == model_dir.resolve():
-        raise PublishError(f"{repo_dir}: the repository folder must differ from the model directory")
+    model_dir, repo_dir = check_export_paths(model_dir, repo_dir, repo_id)
     if is_native_repository(model_dir):  # its card would be rendered again as a remote-code card
         raise PublishError(f"{model_dir}: already a native export (model_type vit, no remote code); `spcxr push` "
                            "uploads it as it is, `spcxr export --native` of the SS-CXR model writes it again")
