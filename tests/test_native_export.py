@@ -254,3 +254,8 @@ def test_a_native_folder_is_not_exported_again_as_remote_code(exported, tmp_path
     _, repo, _ = exported
     line = one_line(spcxr("export", repo, "--repo-dir", tmp_path / "again", expect=2))
     assert "already a native export" in line and not (tmp_path / "again").exists()
+
+
+def test_the_card_of_a_native_folder_is_not_rewritten_without_its_equivalence(exported):
+    _, repo, _ = exported
+    assert "a native export" in one_line(spcxr("card", repo, expect=2))

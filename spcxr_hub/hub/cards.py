@@ -356,6 +356,8 @@ def build_card(model_dir: str | os.PathLike, *, repo_id: str | None = None, exam
     if not (model_dir / "config.json").is_file():
         raise CardError(f"{model_dir}: not a model directory (no config.json)")
     config = read_json(model_dir / "config.json", "config.json")
+    if config.get("model_type") == "vit" and native is None:  # the equivalence numbers exist only at export time
+        raise CardError(f"{model_dir}: a native export; its card is written by `spcxr export --native`")
     kind = model_kind(config, model_dir)
     pipeline_tag = PIPELINE_TAGS[kind]
     summary, flavour = training_summary_for(model_dir, training_summary)
