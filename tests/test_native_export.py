@@ -259,3 +259,14 @@ def test_a_native_folder_is_not_exported_again_as_remote_code(exported, tmp_path
 def test_the_card_of_a_native_folder_is_not_rewritten_without_its_equivalence(exported):
     _, repo, _ = exported
     assert "a native export" in one_line(spcxr("card", repo, expect=2))
+
+
+def test_the_native_processor_takes_the_saved_processor_s_size_mean_and_std(tmp_path):
+    config = SpcxrConfig(**tiny_config_kwargs(id2label={0: "normal", 1: "pneumonia"}))
+    torch.manual_seed(0)
+    saved = SpcxrImageProcessor(size={"height": 64, "width": 64}, image_mean=0.4, image_std=0.3)
+    model = save_model_directory(tmp_path / "model", SpcxrForImageClassification(config).eval(), saved)
+    repo, equivalence = export_native(model, tmp_path / "repo")
+    processor = json.loads((repo / "preprocessor_config.json").read_text())
+    assert processor["image_mean"] == [0.4] * 3 and processor["image_std"] == [0.3] * 3
+    assert equivalence.max_difference < TOLERANCE and equivalence.agreement == 1.0

@@ -158,12 +158,26 @@ def native_model(model, kind: str):
     return native.eval()
 
 
-def native_processor(size: int):
-    from transformers import ViTImageProcessor
+def source_processor(model_dir: Path, size: int):
+    """The SpcxrImageProcessor the model was saved with (its size, mean and std), SS-CXR's defaults without one."""
+    from ..models.spcxr.image_processing_spcxr import SpcxrImageProcessor
 
-    return ViTImageProcessor(do_resize=True, size={"height": size, "width": size}, resample=3,  # PIL bicubic
-                             do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                             image_mean=[0.5] * 3, image_std=[0.25] * 3)
+    path = model_dir / "preprocessor_config.json"
+    saved = read_json(path, "preprocessor_config.json") if path.is_file() else {}
+    if saved.get("image_processor_type") == "SpcxrImageProcessor":
+        return SpcxrImageProcessor.from_pretrained(model_dir)
+    return SpcxrImageProcessor(size={"height": size, "width": size})
+
+
+def native_processor(reference):
+    """The stock ViTImageProcessor closest to `reference`: its size (stretched to), bicubic resampling, and its
+    one-channel mean and std on each of the three channels."""
+    from transformers import ViTImageProcessor
+    from transformers.image_utils import PILImageResampling
+
+    return ViTImageProcessor(do_resize=True, size=dict(reference.size), resample=PILImageResampling.BICUBIC,
+                             do_rescale=True, rescale_factor=1 / 255, do_normalize=reference.do_normalize,
+                             image_mean=[reference.image_mean[0]] * 3, image_std=[reference.image_std[0]] * 3)
 
 
 def check_images_for(size: int, images: Sequence | None) -> tuple[list, str]:
@@ -196,16 +210,13 @@ def as_8bit_grey(item):
     return Image.fromarray(np.round(np.clip(load_image(item), 0, 1) * 255).astype(np.uint8))
 
 
-def measure_equivalence(model, repo_dir: Path, kind: str, images: list, source: str) -> Equivalence:
+def measure_equivalence(model, reference_processor, repo_dir: Path, kind: str, images: list,
+                        source: str) -> Equivalence:
     """SS-CXR through SpcxrImageProcessor vs the repository as a stock transformers user loads it, in batches (a
     test split of full-size films does not fit in memory at once)."""
     import torch
     from transformers import ViTImageProcessor, ViTModel, pipeline
 
-    from ..models.spcxr.image_processing_spcxr import SpcxrImageProcessor
-
-    size = model.config.image_size
-    reference_processor = SpcxrImageProcessor(size={"height": size, "width": size})
     if kind == "classification":
         classify = pipeline("image-classification", model=str(repo_dir))
         label2id = classify.model.config.label2id
@@ -273,11 +284,12 @@ def export_native(model_dir: str | os.PathLike, repo_dir: str | os.PathLike, *, 
         model = loader.from_pretrained(model_dir).eval()
     with atomic_directory(repo_dir, overwrite=overwrite) as staging, quiet():
         native_model(model, kind).save_pretrained(staging)
-        native_processor(model.config.image_size).save_pretrained(staging)
+        reference = source_processor(model_dir, model.config.image_size)
+        native_processor(reference).save_pretrained(staging)
         for path in sorted(model_dir.iterdir()):
             if path.is_file() and (path.name in LOG_FILES or path.suffix == PLOT_SUFFIX):
                 shutil.copyfile(path, staging / path.name)
-        equivalence = measure_equivalence(model, staging, kind, images, source)
+        equivalence = measure_equivalence(model, reference, staging, kind, images, source)
         if equivalence.agreement < MIN_AGREEMENT:
             message = (f"{model_dir}: the native export disagrees with the SS-CXR model ({equivalence.line()}, "
                        f"below {100 * MIN_AGREEMENT:.0f}%)")
