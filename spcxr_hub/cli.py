@@ -440,7 +440,8 @@ def export(
     native: Annotated[bool, typer.Option(help="Stock transformers ViT, no remote code: loads without "
                                          "trust_remote_code and in Hub widgets (backbones, classifiers).")] = False,
     check_images: Annotated[Path | None, typer.Option(
-        help="--native: folder of held-out images for the equivalence check (default: 32 synthetic phantoms).")] = None,
+        help="--native: folder of held-out images for the equivalence check (default: the split the model was "
+             "evaluated on, where its folder is still there; else 32 synthetic phantoms).")] = None,
     allow_disagreement: Annotated[bool, typer.Option(
         help="--native: publish even when top-1 agreement with the SS-CXR model is below 99% (warns).")] = False,
 ):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .card_facts import model_kind, read_json
+from .card_facts import describe_source, model_kind, read_json
 from .publishing import LOG_FILES, PLOT_SUFFIX, PublishError, check_export_paths
 from .saving import atomic_directory
 
@@ -37,6 +37,7 @@ PROCESSOR_LIMITS = ("the native ViTImageProcessor stretches non-square films to 
                     "files with spcxr_hub's load_image first, or use the remote-code export")
 MIN_AGREEMENT = 0.99  # top-1 agreement (classifiers) or CLS-feature cosine (backbones) below this refuses the export
 CHECK_IMAGES = 32  # synthetic phantoms for the equivalence check when no held-out images are given
+MAX_SPLIT_IMAGES = 256  # of the evaluation split: enough for a 99% agreement to mean something, quick on a CPU
 NATIVE_CLASSES = {"SpcxrModel": "backbone", "SpcxrForImageClassification": "classification"}
 
 
@@ -180,10 +181,11 @@ def native_processor(reference):
                              image_mean=[reference.image_mean[0]] * 3, image_std=[reference.image_std[0]] * 3)
 
 
-def check_images_for(size: int, images: Sequence | None) -> tuple[list, str]:
-    """(held-out images, how the card names them) from a folder or a sequence of paths or arrays. Without
-    `images`: CHECK_IMAGES square phantoms at the model's size (half with consolidation), from seeds no training
-    run of this project draws."""
+def check_images_for(size: int, images: Sequence | None, model_dir: Path) -> tuple[list, str]:
+    """(held-out images, how the card names them) from a folder or a sequence of paths or arrays. Without `images`:
+    the split the model was evaluated on when its training log names a local folder (what `spcxr finetune` wrote),
+    else CHECK_IMAGES square phantoms at the model's size (half with consolidation), from seeds no training run of
+    this project draws."""
     if isinstance(images, (str, os.PathLike)):  # a folder (`--check-images`), e.g. the task's test images
         from ..models.spcxr.imaging import list_images
 
@@ -194,11 +196,37 @@ def check_images_for(size: int, images: Sequence | None) -> tuple[list, str]:
             raise NativeExportError(f"--check-images {folder}: no images in the folder")
     if images:
         return list(images), "held-out images"
+    evaluated = evaluation_split(model_dir)
+    if evaluated is not None:
+        return evaluated
     from ..data import synthetic
 
     phantoms = [synthetic.generate(900_000 + i, size, ("pneumonia",) if i % 2 else ()).image
                 for i in range(CHECK_IMAGES)]
     return phantoms, f"synthetic phantoms ({size}×{size}, spcxr_hub.data.synthetic)"
+
+
+def evaluation_split(model_dir: Path) -> tuple[list, str] | None:
+    """Up to MAX_SPLIT_IMAGES images of the split `spcxr finetune` evaluated the model on (its training log's task,
+    `--data` and `eval_split`), where that is a local folder still in its layout; None otherwise."""
+    log = model_dir / "training_log.json"
+    if not log.is_file():
+        return None
+    options = read_json(log, "the training log").get("options") or {}
+    task_name, split = options.get("task"), options.get("eval_split")
+    data = options.get("eval_data") or options.get("data")
+    if not (task_name and data and split and Path(data).is_dir()):
+        return None
+    from ..data.records import load_records
+    from ..errors import SpcxrError
+    from ..plugins.registry import get_task
+
+    try:
+        records = load_records(get_task(task_name), data, split)
+    except SpcxrError:  # the folder moved on since training: fall back to phantoms rather than fail the export
+        return None
+    paths = [record["image"] for record in records][:MAX_SPLIT_IMAGES]
+    return (paths, f"held-out images (the {task_name} {split} split, {describe_source(data)})") if paths else None
 
 
 def as_8bit_grey(item):
@@ -266,7 +294,8 @@ def export_native(model_dir: str | os.PathLike, repo_dir: str | os.PathLike, *, 
     """Writes a native transformers repository for the SS-CXR backbone or classifier in `model_dir` to `repo_dir`,
     all or nothing, and returns (repo_dir, the equivalence measured on it).
 
-    `check_images` (a folder, or paths or arrays; default: synthetic phantoms) are the held-out images of the
+    `check_images` (a folder, or paths or arrays; default: the split the model was evaluated on, else synthetic
+    phantoms) are the held-out images of the
     equivalence check; top-1 agreement (backbones: CLS cosine) below 99% refuses the export unless
     `allow_disagreement`, which calls `warn(line)` instead. `warn` also receives the processor's limitation line.
     The card (README.md, rendered from `metrics.json` and the training log like every card) states the numbers in
@@ -278,7 +307,7 @@ def export_native(model_dir: str | os.PathLike, repo_dir: str | os.PathLike, *, 
 
     model_dir, repo_dir = check_export_paths(model_dir, repo_dir, repo_id)
     config, kind = check_native(model_dir)
-    images, source = check_images_for(config.get("image_size", 224), check_images)
+    images, source = check_images_for(config.get("image_size", 224), check_images, model_dir)
     loader = AutoModelForImageClassification if kind == "classification" else AutoModel
     with quiet():
         model = loader.from_pretrained(model_dir).eval()
