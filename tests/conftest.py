@@ -107,3 +107,16 @@ def spcxr(*args, expect=0):
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == expect, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
     return result
+
+
+def fresh_python(code: str, *args, env: dict | None = None, cwd=None, stdin: str | None = None,
+                 timeout: int = 300) -> str:
+    """`python -c code ARGS` in a fresh process (the way a user's program starts: nothing imported yet), offline;
+    its stdout, or the test fails with the end of its stderr."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], input=stdin, capture_output=True,
+                            text=True, cwd=cwd, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout

@@ -3,12 +3,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import tiny_config_kwargs
+from conftest import fresh_python, tiny_config_kwargs
 from hub_cache import publish_to_cache
 from transformers import (
     AutoConfig,
@@ -40,12 +38,6 @@ def saved(tmp_path, model_class=SpcxrForImageClassification, name="model", **ove
     return save_model_directory(tmp_path / name, model_class(config).eval(), SpcxrImageProcessor(size={"height": 64, "width": 64}))
 
 
-def run_python(code, env=None, cwd=None):
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 @pytest.mark.parametrize(
@@ -82,7 +74,7 @@ def test_save_writes_an_auto_map_for_every_auto_class_and_the_code(tmp_path):
 def test_hub_id_resolves_through_the_offline_hugging_face_cache(tmp_path):
     cache = tmp_path / "hub"
     publish_to_cache(saved(tmp_path, SpcxrModel, "backbone"), spcxr_hub.BACKBONE_REPO_ID, cache)
-    out = run_python(
+    out = fresh_python(
         "import spcxr_hub\nfrom transformers import AutoModel\n"
         "m = AutoModel.from_pretrained('spcxr/vit-s')\nprint(type(m).__name__, m.config.hidden_size)\n",
         env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},

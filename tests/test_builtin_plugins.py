@@ -9,6 +9,7 @@ from pathlib import Path
 import evaluate
 import numpy as np
 import pytest
+from conftest import fresh_python
 from PIL import Image
 
 import spcxr_covid
@@ -397,14 +398,8 @@ def test_plugin_imports_nothing_of_spcxr_hub_but_the_plugin_api(plugin):
 
 def test_loading_every_plugin_imports_no_torch():
     """`spcxr plugins` (and any plugin's layout reading) needs no deep-learning stack: plugins describe data."""
-    import subprocess
-    import sys
-
-    code = ("import sys\nfrom spcxr_hub.plugins import get_registry\n"
-            "registry = get_registry()\n"
-            "assert not registry.errors and 'pneumonia' in registry.tasks, registry.errors\n"
-            "print('torch' in sys.modules)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "False"
+    out = fresh_python("import sys\nfrom spcxr_hub.plugins import get_registry\n"
+                       "registry = get_registry()\n"
+                       "assert not registry.errors and 'pneumonia' in registry.tasks, registry.errors\n"
+                       "print('torch' in sys.modules)\n")
+    assert out.strip() == "False"

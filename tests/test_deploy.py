@@ -4,13 +4,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import phantom_ids, phantoms, tiny_config_kwargs
+from conftest import fresh_python, phantom_ids, phantoms, tiny_config_kwargs
 from typer.testing import CliRunner
 
 from spcxr_hub import (SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor,
@@ -244,20 +242,15 @@ HEAVY = ("transformers.modeling_utils", "transformers.image_processing_utils", "
          "accelerate", "matplotlib", "evaluate")
 
 
-def run_python(code):
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_importing_the_package_imports_neither_torch_nor_transformers():
-    out = run_python("import sys, spcxr_hub\nprint(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = fresh_python("import sys, spcxr_hub\nprint(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     assert out.strip() == "[]"
 
 
 def test_predict_on_a_classifier_keeps_heavy_imports_out(trained, films):
-    out = run_python(
+    out = fresh_python(
         "import atexit, runpy, sys\n"
         f"atexit.register(lambda: print(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
         f"sys.argv = ['spcxr', 'predict', '--model', {str(trained)!r}, {str(films[0])!r}]\n"

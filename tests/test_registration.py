@@ -2,11 +2,8 @@
 program imports next, through the public `register` methods only, and without paying for transformers' model
 machinery before it is used."""
 
-import os
-import subprocess
-import sys
-
 import pytest
+from conftest import fresh_python
 
 from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrImageProcessor
 
@@ -18,11 +15,6 @@ FIRST = ["pass", "from transformers import ViTModel", "from transformers import 
          "from spcxr_hub import SpcxrModel", "from spcxr_hub.training import finetuning"]
 
 
-def run_python(code: str) -> str:
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +27,7 @@ def saved(tmp_path_factory):
 
 @pytest.mark.parametrize("first", FIRST)
 def test_every_auto_class_resolves_the_family_whatever_is_imported_first(first, saved):
-    out = run_python(
+    out = fresh_python(
         f"import spcxr_hub\n{first}\n"
         "from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification\n"
         "from spcxr_hub import SpcxrConfig\n"
@@ -48,7 +40,7 @@ def test_every_auto_class_resolves_the_family_whatever_is_imported_first(first, 
 
 
 def test_registration_leaves_transformers_tables_plain_and_the_import_system_as_it_was():
-    out = run_python(
+    out = fresh_python(
         "import sys\nimport spcxr_hub\n"
         "from transformers import AutoConfig, AutoImageProcessor, AutoModel\n"
         "from transformers.models.auto import configuration_auto, image_processing_auto, modeling_auto\n"
@@ -61,7 +53,7 @@ def test_registration_leaves_transformers_tables_plain_and_the_import_system_as_
 
 
 def test_importing_the_package_imports_no_model_machinery():
-    out = run_python("import sys\nimport spcxr_hub\n"
+    out = fresh_python("import sys\nimport spcxr_hub\n"
                      "print(sorted(m for m in ('transformers.modeling_utils', 'transformers.image_processing_utils', "
                      "'torch') if m in sys.modules))\n")
     assert out.strip() == "[]"

@@ -7,12 +7,11 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fresh_python
 
 KINDS = ("backbone", "classification", "segmentation", "masked-image-modeling")
 IMPORT_ORDERS = {
@@ -108,12 +107,6 @@ print(json.dumps(report))
 """
 
 
-def python(code: str, *args, stdin: str | None = None, cwd: Path | None = None) -> str:
-    """`python -c code` in a fresh process; its stdout, or the test fails with its stderr."""
-    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], input=stdin, capture_output=True,
-                            text=True, cwd=cwd, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +115,7 @@ def saved(tmp_path_factory):
     roots = {}
     for order, imports in IMPORT_ORDERS.items():
         root = tmp_path_factory.mktemp(order.replace(" ", "-"))
-        python(imports + SAVE, root)
+        fresh_python(imports + SAVE, root)
         roots[order] = root
     return roots
 
@@ -130,7 +123,7 @@ def saved(tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(saved, tmp_path_factory):
     """What a process without the project computed from every saved folder (one process for all of them)."""
-    out = python(LOAD, stdin=json.dumps([str(root) for root in saved.values()]), cwd=tmp_path_factory.mktemp("user"))
+    out = fresh_python(LOAD, stdin=json.dumps([str(root) for root in saved.values()]), cwd=tmp_path_factory.mktemp("user"))
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -161,7 +154,7 @@ def test_a_pacs_dicom_goes_through_the_remote_code_processor_as_through_the_proj
     model_dir = saved["spcxr_hub first"] / "classification"
     film = Path(__file__).parent / "data" / "film-jpeg-lossless-sv1.dcm"
     expected = SpcxrImageProcessor.from_pretrained(model_dir)(str(film), return_tensors="np")["pixel_values"]
-    out = python(BLOCK_PROJECT + (
+    out = fresh_python(BLOCK_PROJECT + (
         "import json, sys\nfrom transformers import AutoImageProcessor\n"
         "processor = AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
         "print(type(processor).__module__)\n"
