@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import spcxr, tiny_config_kwargs
-from test_auto_classes import WITHOUT_PROJECT, run_python
+from conftest import fresh_python, spcxr, tiny_config_kwargs
+from test_auto_classes import WITHOUT_PROJECT
 from safetensors.torch import save_file
 from transformers import AutoModelForImageClassification, TimmWrapperForImageClassification, pipeline
 
@@ -66,7 +66,7 @@ def test_timm_baseline_loads_through_remote_code_without_the_project(densenet_di
     code = (WITHOUT_PROJECT + "import json\nfrom transformers import pipeline\n"
             f"c = pipeline('image-classification', model={str(densenet_dir)!r}, trust_remote_code=True, top_k=None)\n"
             f"print(json.dumps(sorted(r['label'] for r in c({str(film)!r}))))\n")
-    assert json.loads(run_python(code).strip().splitlines()[-1]) == ["normal", "pneumonia"]
+    assert json.loads(fresh_python(code).strip().splitlines()[-1]) == ["normal", "pneumonia"]
 
 
 def test_given_rgb_weights_are_loaded_with_the_first_convolution_summed_to_one_channel(tmp_path):

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import spcxr, tiny_config_kwargs
+from conftest import fresh_python, spcxr, tiny_config_kwargs
 from huggingface_hub import ModelCard
 from hub_cache import publish_to_cache
 from PIL import Image
-from test_auto_classes import WITHOUT_PROJECT, run_python
+from test_auto_classes import WITHOUT_PROJECT
 from test_cards import make_model
 
 import spcxr_hub.hub.native_export as native_export
@@ -94,7 +94,7 @@ def test_native_repository_loads_without_the_project_and_without_remote_code(exp
     with torch.no_grad():
         ss_cxr = SpcxrForImageClassification.from_pretrained(model_dir).eval()
         expected = ss_cxr(**SpcxrImageProcessor(size={"height": 64, "width": 64})(str(png))).logits[0].tolist()
-    out = run_python(
+    out = fresh_python(
         WITHOUT_PROJECT
         + "import json, torch\nfrom PIL import Image\n"
         + "from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline\n"
@@ -131,7 +131,7 @@ def test_backbone_export_gives_ss_cxr_features_on_a_grey_film_given_as_rgb(tmp_p
     with torch.no_grad():
         reference = SpcxrModel.from_pretrained(backbone).eval()(
             **SpcxrImageProcessor(size={"height": 64, "width": 64})(str(png)))
-    out = run_python(
+    out = fresh_python(
         WITHOUT_PROJECT
         + "import json, torch\nfrom PIL import Image\nfrom transformers import AutoImageProcessor, AutoModel\n"
         + f"model, info = AutoModel.from_pretrained({str(repo)!r}, output_loading_info=True)\n"

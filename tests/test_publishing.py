@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from conftest import spcxr
+from conftest import fresh_python, spcxr
 from huggingface_hub import ModelCard
 from hub_cache import publish_to_cache
-from test_auto_classes import WITHOUT_PROJECT, run_python
+from test_auto_classes import WITHOUT_PROJECT
 from test_cards import make_model
 
 import spcxr_hub.hub.publishing as publishing
@@ -63,7 +63,7 @@ def test_exported_repository_loads_without_the_project_from_its_folder_and_as_or
 
     with torch.no_grad():
         expected = SpcxrForImageClassification.from_pretrained(repo)(torch.ones(1, 1, 64, 64)).logits[0].tolist()
-    out = run_python(
+    out = fresh_python(
         WITHOUT_PROJECT
         + "import json, torch\nfrom transformers import AutoModelForImageClassification, pipeline\n"
         + "results = []\n"

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config_kwargs
+from conftest import fresh_python, tiny_config_kwargs
 from hub_cache import publish_to_cache
 from PIL import Image
-from test_auto_classes import WITHOUT_PROJECT, run_python
+from test_auto_classes import WITHOUT_PROJECT
 
 from spcxr_hub import SpcxrConfig, SpcxrForImageClassification, SpcxrForSemanticSegmentation, SpcxrImageProcessor, SpcxrModel
 
@@ -59,7 +59,7 @@ def test_readme_snippet_runs(name, hub):
     code = snippets()[name]
     if name == "remote-code":
         code = WITHOUT_PROJECT + code  # as on a machine where only transformers is installed
-    out = run_python(code, env={"HF_HUB_CACHE": str(hub / "cache"), "HF_HUB_OFFLINE": "1"}, cwd=hub)
+    out = fresh_python(code, env={"HF_HUB_CACHE": str(hub / "cache"), "HF_HUB_OFFLINE": "1"}, cwd=hub)
     if name == "registered":
         assert "torch.Size([1, 32])" in out
     elif name == "remote-code":
