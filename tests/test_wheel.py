@@ -93,7 +93,7 @@ def pretrained(user):
 
 def test_commands_run_from_the_installed_package(exported, pretrained, installed, user):
     opened = {Path(line) for line in user.opened.read_text().splitlines()}
-    for module in ("spcxr_hub/cli.py", "spcxr_hub/hub/cards.py", "spcxr_pneumonia/__init__.py"):
+    for module in ("spcxr_hub/cli/inference_commands.py", "spcxr_hub/hub/cards.py", "spcxr_pneumonia/__init__.py"):
         assert installed / module in opened, module
 
 
