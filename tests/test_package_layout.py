@@ -102,3 +102,12 @@ def test_old_from_imports_users_wrote_still_work():
             "assert SpcxrModel is spcxr_hub.SpcxrModel and SpcxrConfig is spcxr_hub.SpcxrConfig\n"
             "assert load_image(generate(0, 32).image).shape == (32, 32)\n")
     fresh_python(code)
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    # setuptools builds the wheel from an explicit package list; a folder left out of it installs as nothing.
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {name for name, path in modules().items() if path.name == "__init__.py"}
+    assert on_disk <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(on_disk - listed)}"
