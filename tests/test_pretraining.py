@@ -507,14 +507,12 @@ def test_the_command_line_builds_the_pretrain_command_without_torch():
 
 def test_resume_after_sigkill_ends_with_bitwise_identical_weights(tmp_path):
     argv = [PRETRAIN, *TINY, "--data", "synthetic", "--synthetic-size", "24", "--batch-size", "4",
-            "--max-steps", "80", "--checkpoint-every", "5", "--keep-checkpoints", "2"]
+            "--max-steps", "40", "--checkpoint-every", "5", "--keep-checkpoints", "2"]
     env = _subprocess_env()
     whole, killed = tmp_path / "whole", tmp_path / "killed"
 
     victim = subprocess.Popen([sys.executable, *argv, "--output-dir", str(killed)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    reference = subprocess.Popen([sys.executable, *argv, "--output-dir", str(whole)], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list((killed / "checkpoints").glob("step-*/spcxr_checkpoint.json")):
         assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
@@ -522,19 +520,19 @@ def test_resume_after_sigkill_ends_with_bitwise_identical_weights(tmp_path):
     victim.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
     assert not (killed / "backbone").exists()
-    _, err = reference.communicate(timeout=120)
-    assert reference.returncode == 0, err
+    # The uninterrupted run in this process (one thread, as the subprocesses): it saves a third fresh interpreter.
+    assert main([*argv[1:], "--output-dir", str(whole)]) == 0
 
     resumed = subprocess.run([sys.executable, *argv, "--output-dir", str(killed), "--resume", "latest"], env=env,
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     step = int(resumed.stdout.split("at step ")[1].split()[0])
-    assert 0 < step < 80, resumed.stdout
+    assert 0 < step < 40, resumed.stdout
     a = (whole / "backbone" / "model.safetensors").read_bytes()
     b = (killed / "backbone" / "model.safetensors").read_bytes()
     assert a == b, "the resumed run's weights differ from the uninterrupted run's"
     losses = [[e["loss"] for e in _trainer_state(out)["log_history"]] for out in (whole, killed)]
-    assert losses[0] == losses[1] and len(losses[0]) == 80
+    assert losses[0] == losses[1] and len(losses[0]) == 40
 
 
 def test_two_process_ddp_on_cpu_shards_data_and_keeps_parameters_identical(tmp_path):
