@@ -62,9 +62,10 @@ def test_every_measure_states_a_goal(quick_run):
 
 
 def test_only_runs_the_named_measures(tmp_path):
-    result = benchmarks("--quick", "--threads", 1, "--only", "P4", "--output-dir", tmp_path)
+    # P3, the quickest measure: this checks the selection, the quick run above checks every measure.
+    result = benchmarks("--quick", "--threads", 1, "--only", "P3", "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {row["id"] for row in json.loads((tmp_path / "results.json").read_text())["rows"]} == {"P4"}
+    assert {row["id"] for row in json.loads((tmp_path / "results.json").read_text())["rows"]} == {"P3"}
 
 
 def test_an_unknown_measure_is_a_usage_error(tmp_path):
