@@ -2,7 +2,8 @@
 Angelopoulos & Bates, "A Gentle Introduction to Conformal Prediction and Distribution-Free Uncertainty
 Quantification", 2021, section 2.1): on a validation (calibration) split of n images, the score of an image is the
 probability mass of the classes ranked at or above its true class; the threshold is the ⌈(n + 1)(1 − α)⌉-th smallest
-score. On exchangeable new images the sets that reach that mass contain the true class with probability ≥ 1 − α.
+score. On exchangeable new images the sets of classes within that mass contain the true class with probability
+between 1 − α and 1 − α + 1/(n + 1); the sets returned add the top class where that set is empty (≥ 1 − α still).
 
 A small implementation rather than TorchCP or MAPIE: they expect a torch model or an sklearn estimator to wrap,
 while here the probabilities are already computed, and the whole method is the ten lines below. Single-label tasks
@@ -50,4 +51,5 @@ def set_report(probabilities, references, sets: dict) -> dict:
             "num_calibration": sets["num_calibration"],
             "empirical_coverage": float(included[np.arange(len(references)), references].mean()),
             "mean_set_size": float(sizes.mean()),
+            "exact_set_empty_fraction": float((~aps_included(probabilities, sets["threshold"], False)).all(1).mean()),
             "set_size_counts": {str(size): int((sizes == size).sum()) for size in range(1, included.shape[1] + 1)}}

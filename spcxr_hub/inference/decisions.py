@@ -9,16 +9,20 @@ runtimes) turns probabilities into the same decisions. numpy only: it runs in th
 import numpy as np
 
 
-def aps_included(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+def aps_included(probabilities: np.ndarray, threshold: float, nonempty: bool = True) -> np.ndarray:
     """Adaptive prediction sets (APS; Romano, Sesia & Candès, "Classification with Valid and Adaptive Coverage",
-    NeurIPS 2020), non-randomised: per row, classes are added from the most probable down until their summed
-    probability reaches `threshold` (the class that crosses it included, so no set is empty). (N, K) → (N, K) bool."""
+    NeurIPS 2020), non-randomised as in Angelopoulos & Bates (2021, section 2.1): per row, the classes whose
+    summed probability, from the most probable down to and including themselves, is ≤ `threshold`. That set is
+    empty when the top class alone exceeds the threshold (a confident image); with `nonempty` the top class is then
+    returned, which keeps coverage ≥ 1 − α (a clinician reads an empty set as an error). (N, K) → (N, K) bool."""
     probabilities = np.atleast_2d(np.asarray(probabilities, float))
     order = np.argsort(-probabilities, axis=1, kind="stable")
-    ranked = np.take_along_axis(probabilities, order, axis=1)
-    mass_before = np.cumsum(ranked, axis=1) - ranked
+    mass = np.cumsum(np.take_along_axis(probabilities, order, axis=1), axis=1)
+    ranked_in = mass <= threshold + 1e-9  # a summed float mass of 1 may round just above a threshold of 1
+    if nonempty:
+        ranked_in[:, 0] = True
     included = np.zeros_like(probabilities, dtype=bool)
-    np.put_along_axis(included, order, mass_before < threshold, axis=1)
+    np.put_along_axis(included, order, ranked_in, axis=1)
     return included
 
 
