@@ -37,6 +37,8 @@ def evaluate(
     report = evaluate_model(loaded, processor, chosen, records, output_dir, split=split, source=data,
                             batch_size=batch_size, strict=strict)
     typer.echo(json.dumps(report["metrics"], indent=2))
+    for note in report.get("notes", []):  # what was not evaluated, and why
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {output_dir / 'metrics.json'}")
 
 

@@ -25,6 +25,12 @@ DropPathOption = Annotated[float | None, typer.Option(help="Stochastic depth rat
 ImageSizeOption = Annotated[int | None, typer.Option(help="Input size of scratch and timm models (a pretrained "
                                                          "SS-CXR keeps its own).")]
 StrictOption = Annotated[bool, typer.Option(help="Fail on the first undecodable image instead of skipping it.")]
+# Post-hoc fits on the validation split (spcxr_hub.evaluation.validation_fit), shared with `spcxr calibrate`.
+TargetSensitivityOption = Annotated[float, typer.Option(help="Operating point: threshold reaching this sensitivity on "
+                                                             "the validation split (predict's `positive`).")]
+TargetSpecificityOption = Annotated[float, typer.Option(help="Second operating point: this specificity on validation.")]
+CoverageOption = Annotated[float, typer.Option(help="Conformal (APS) prediction sets: guaranteed coverage, calibrated "
+                                                    "on the validation split.")]
 
 
 RECIPE_OPTIONS = {"config": "config", "shots": "shots", "epochs": "epochs", "max_steps": "max_steps",
@@ -66,6 +72,12 @@ def finetune(
     resume: Annotated[str | None, typer.Option(help="'latest' or a checkpoint folder.")] = None,
     strict: StrictOption = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --output-dir.")] = False,
+    calibrate: Annotated[bool | None, typer.Option(
+        "--calibrate/--no-calibrate", help="Temperature scaling fitted on the validation split, stored in the model "
+                                           "(default: on when the task has a validation split).")] = None,
+    target_sensitivity: TargetSensitivityOption = 0.95,
+    target_specificity: TargetSpecificityOption = 0.95,
+    coverage: CoverageOption = 0.9,
 ):
     """Fine-tune a backbone on a task; evaluate on its test split; save model, metrics and plots."""
     from ..training.finetuning import FinetuneOptions, finetune as run
@@ -75,9 +87,13 @@ def finetune(
         **recipe(locals()),
         task=task, data=data, output_dir=output_dir, init=init, backbone=backbone, seed=seed, eval_split=eval_split,
         eval_data=eval_data, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
+        calibrate=calibrate, target_sensitivity=target_sensitivity, target_specificity=target_specificity,
+        coverage=coverage,
     ), chosen)
     if report:
         typer.echo(json.dumps(report["metrics"], indent=2))
+        for note in report.get("notes", []):
+            typer.echo(f"note: {note}", err=True)
         typer.echo(f"saved to {output_dir}")
 
 

@@ -32,14 +32,14 @@ def check_model_labels(model, task: Task, source: str) -> None:
 @torch.no_grad()
 def predict(model, processor, task: Task, records, *, batch_size: int = 16, strict: bool = False, progress: bool = True):
     """Runs the model over records, on the model's device. Returns a dict with `indices` (of the records that decoded), `scores`
-    (probabilities: (N, K) for classification; per-image (K, H, W) at the original size for segmentation) and the
-    list of skipped files."""
+    (probabilities: (N, K) for classification; per-image (K, H, W) at the original size for segmentation), `logits`
+    ((N, K), classification) and the list of skipped files."""
     device = model_device(model)  # batches go where the model is (a GPU after fine-tuning under accelerate)
     dataset = TaskDataset(records, task, processor, strict=strict)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate,
                                          pin_memory=device.type == "cuda")
     model.eval()
-    indices, scores = [], []
+    indices, scores, all_logits = [], [], []
     for batch in tqdm(loader, desc=f"evaluate {task.name}", disable=not progress, unit="batch"):
         if batch is None:
             continue
@@ -54,7 +54,9 @@ def predict(model, processor, task: Task, records, *, batch_size: int = 16, stri
             scores.extend(torch.sigmoid(logits).numpy())
         else:
             scores.extend(torch.softmax(logits, dim=-1).numpy())
-    return {"indices": indices, "scores": scores, "skipped": dataset.skipped}
+        if task.kind != SEGMENTATION:
+            all_logits.extend(logits.numpy())
+    return {"indices": indices, "scores": scores, "logits": all_logits, "skipped": dataset.skipped}
 
 
 def original_size_probabilities(processor, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -100,8 +102,9 @@ def compute_metrics(task: Task, inputs: dict) -> dict:
 
 
 def evaluate_model(model, processor, task: Task, records, output_dir: Path, *, split: str, source: str,
-                   batch_size: int = 16, strict: bool = False, progress: bool = True) -> dict:
-    """Predictions → metrics → `output_dir/metrics.json` and plots. Returns the JSON's content."""
+                   batch_size: int = 16, strict: bool = False, progress: bool = True, notes: list | None = None) -> dict:
+    """Predictions → metrics → `output_dir/metrics.json` and plots. Returns the JSON's content. `notes`: lines on
+    what an earlier step skipped (e.g. calibration without a validation split), kept in the JSON for the card."""
     predictions = predict(model, processor, task, records, batch_size=batch_size, strict=strict, progress=progress)
     if not predictions["indices"]:
         raise UsageError(f"{source}: no image of split {split!r} could be decoded")
@@ -114,6 +117,7 @@ def evaluate_model(model, processor, task: Task, records, output_dir: Path, *, s
         "num_skipped": len(predictions["skipped"]),
         "skipped": predictions["skipped"],
         "metrics": to_json(compute_metrics(task, inputs)),
+        "notes": list(notes or []),
     }
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +128,12 @@ def evaluate_model(model, processor, task: Task, records, output_dir: Path, *, s
     else:
         plots.confusion_matrix(task, inputs, output_dir / "confusion_matrix.png")
         plots.roc_curves(task, inputs, output_dir / "roc_curve.png")
+        from .trust_report import classification_sections  # calibration, intervals, operating points, sets
+
+        sections, notes = classification_sections(task, model.config, inputs["references"], predictions["logits"],
+                                                  output_dir)
+        report.update(to_json(sections))
+        report["notes"] += notes
     with atomic_file(output_dir / "metrics.json") as staging:
         staging.write_text(json.dumps(report, indent=2))
     return report

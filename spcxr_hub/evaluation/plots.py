@@ -93,3 +93,32 @@ def mask_overlays(records, predictions: dict, path: Path, *, limit: int = 8) -> 
         axis.set_title(f"{Path(str(records[index]['image'])).name}  Dice {dice:.3f}", fontsize=8)
     figure.suptitle("predicted (red) vs reference (green outline)")
     return save(figure, path)
+
+
+def reliability_diagram(task, before: np.ndarray, after: np.ndarray | None, references, path: Path) -> Path:
+    """Observed frequency against mean confidence in 15 equal-width bins, before and (if fitted) after temperature
+    scaling; bar widths are not drawn to scale of counts, the lower panel shows how many predictions fall in each bin."""
+    from .calibration import BINS, expected_calibration_error, reliability_inputs
+
+    multi = task.kind == MULTI_LABEL
+    edges = np.linspace(0, 1, BINS + 1)
+    figure, (axis, counts) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    axis.plot([0, 1], [0, 1], "k--", lw=1, alpha=0.5, label="perfect calibration")
+    for name, scores, colour in (("uncalibrated", before, "tab:red"), ("temperature-scaled", after, "tab:blue")):
+        if scores is None:
+            continue
+        confidence, correct = reliability_inputs(np.asarray(scores), np.asarray(references), multi)
+        which = np.clip(np.searchsorted(edges[1:-1], confidence, side="left"), 0, BINS - 1)
+        n = np.bincount(which, minlength=BINS)
+        shown = n > 0
+        mean_confidence = np.bincount(which, weights=confidence, minlength=BINS)[shown] / n[shown]
+        frequency = np.bincount(which, weights=correct.astype(float), minlength=BINS)[shown] / n[shown]
+        ece = expected_calibration_error(confidence, correct)
+        axis.plot(mean_confidence, frequency, "o-", color=colour, label=f"{name} (ECE {ece:.3f})")
+        counts.bar((edges[:-1] + 0.5 / BINS)[shown], n[shown], width=1 / BINS, alpha=0.4, color=colour)
+    axis.set(ylabel="fraction positive" if multi else "accuracy", xlim=(0, 1), ylim=(0, 1),
+             title=f"{task.name}: reliability ({'every label' if multi else 'top-1 confidence'})")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left", fontsize=8)
+    counts.set(xlabel="predicted probability" if multi else "confidence", ylabel="count")
+    return save(figure, path)

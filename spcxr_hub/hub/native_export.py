@@ -109,13 +109,18 @@ def vit_config(spcxr_config, kind: str):
         id2label = {int(k): str(v) for k, v in c.id2label.items()}
         # label2id from id2label: SS-CXR configs may carry only id2label, the pipeline maps scores by it.
         fields.update(id2label=id2label, label2id={v: k for k, v in id2label.items()}, problem_type=c.problem_type)
+        # The decisions fitted on validation travel as plain config fields (spcxr_hub.inference.decisions reads them).
+        fields.update({key: getattr(c, key) for key in ("operating_points", "prediction_sets")
+                       if getattr(c, key, None) is not None})
     return ViTConfig(**fields)
 
 
-def vit_state_dict(state: dict, kind: str, num_layers: int) -> dict:
+def vit_state_dict(state: dict, kind: str, num_layers: int, temperature=None) -> dict:
     """SS-CXR state dict → ViT's names in transformers (`models/vit/modeling_vit.py`): `layers.N.attention.qkv` →
     `q_proj`/`k_proj`/`v_proj`, `proj` → `o_proj`, `norm1`/`norm2` → `layernorm_before`/`layernorm_after`; the MLP,
-    embeddings and final LayerNorm keep their names. A 1-channel patch kernel is spread over RGB (weight / 3 each)."""
+    embeddings and final LayerNorm keep their names. A 1-channel patch kernel is spread over RGB (weight / 3 each).
+    A classifier's `temperature` (float or one per label) is folded into its weight and bias (W/T, b/T): ViT's
+    forward has no temperature, and the folded layer gives the same calibrated logits."""
     import torch
 
     prefix, target = ("spcxr.", "vit.") if kind == "classification" else ("", "")
@@ -140,7 +145,11 @@ def vit_state_dict(state: dict, kind: str, num_layers: int) -> dict:
             out[f"{layer}mlp.fc1.{kind_of}"] = state[f"{source}mlp.fc1.{kind_of}"]
             out[f"{layer}mlp.fc2.{kind_of}"] = state[f"{source}mlp.fc2.{kind_of}"]
     if kind == "classification":
-        out["classifier.weight"], out["classifier.bias"] = state["classifier.weight"], state["classifier.bias"]
+        weight, bias = state["classifier.weight"], state["classifier.bias"]
+        if temperature is not None:
+            scale = torch.as_tensor(temperature, dtype=weight.dtype).reshape(-1)  # (1,) or one per label
+            weight, bias = weight / scale[:, None], bias / scale
+        out["classifier.weight"], out["classifier.bias"] = weight.contiguous(), bias.contiguous()
     else:
         width = out["layernorm.weight"].shape[0]
         out["pooler.dense.weight"] = torch.eye(width, dtype=patch.dtype)
@@ -155,7 +164,9 @@ def native_model(model, kind: str):
 
     config = vit_config(model.config, kind)
     native = ViTForImageClassification(config) if kind == "classification" else ViTModel(config)
-    native.load_state_dict(vit_state_dict(model.state_dict(), kind, model.config.num_hidden_layers), strict=True)
+    temperature = getattr(model.config, "temperature", None) if kind == "classification" else None
+    native.load_state_dict(vit_state_dict(model.state_dict(), kind, model.config.num_hidden_layers, temperature),
+                           strict=True)
     return native.eval()
 
 

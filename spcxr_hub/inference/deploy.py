@@ -93,7 +93,10 @@ class LeanSpcxrClassifier(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, len(config.id2label))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.spcxr.forward_head(self.spcxr(pixel_values))).float()
+        logits = self.classifier(self.spcxr.forward_head(self.spcxr(pixel_values))).float()
+        if self.config.temperature is not None:  # as SpcxrForImageClassification.forward does outside training
+            logits = logits / logits.new_tensor(self.config.temperature)
+        return logits
 
 
 def lean_config(fields: dict) -> SimpleNamespace | None:
@@ -105,6 +108,9 @@ def lean_config(fields: dict) -> SimpleNamespace | None:
         return None
     values["id2label"] = {int(k): v for k, v in fields["id2label"].items()}
     values["problem_type"] = fields.get("problem_type")
+    # Calibration and decisions fitted after fine-tuning (spcxr_hub.evaluation): the lean path must honour them too.
+    for key in ("temperature", "operating_points", "prediction_sets"):
+        values[key] = fields.get(key)
     return SimpleNamespace(**values)
 
 

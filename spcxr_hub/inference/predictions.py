@@ -109,11 +109,14 @@ def decoded_batches(paths: list[Path], processor, batch_size: int, strict: bool,
 def classification_result(path: Path, logits, config, top_k: int) -> dict:
     import torch
 
+    from .decisions import decisions
+
     multi = config.problem_type == "multi_label_classification"
     scores = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
     order = scores.argsort(descending=True)[:top_k]
     return {"file": str(path), "predictions": [
-        {"label": config.id2label[int(i)], "score": round(float(scores[i]), 6)} for i in order]}
+        {"label": config.id2label[int(i)], "score": round(float(scores[i]), 6)} for i in order],
+        **decisions(scores.numpy(), config)}  # positive at the stored operating point, the conformal set
 
 
 def write_segmentation(path: Path, logits, processor, id2label: dict, output_dir: Path) -> dict:

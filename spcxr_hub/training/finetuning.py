@@ -36,7 +36,8 @@ PROGRESS_FILE = "progress.json"  # the step and the losses so far, beside accele
 KEEP_CHECKPOINTS = 2
 # FinetuneOptions fields that change how a run is watched or stored, not what it trains: they may differ on resume.
 RUN_CONTROL_OPTIONS = frozenset({"output_dir", "resume", "overwrite", "checkpoint_every", "progress", "strict",
-                                 "eval_split", "eval_data"})
+                                 "eval_split", "eval_data", "calibrate", "target_sensitivity", "target_specificity",
+                                 "coverage"})
 
 
 @dataclass(kw_only=True)
@@ -52,6 +53,11 @@ class FinetuneOptions(Recipe):
     checkpoint_every: int = 0
     resume: str | None = None
     overwrite: bool = False
+    # Fitted on the validation split after training (spcxr_hub.evaluation.validation_fit); calibrate None: when one exists.
+    calibrate: bool | None = None
+    target_sensitivity: float = 0.95
+    target_specificity: float = 0.95
+    coverage: float = 0.9
 
 
 def sample_shots(task: Task, records, shots: int, seed: int) -> list:
@@ -125,6 +131,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     from ..hub.cards import write_card
     from ..data.records import is_synthetic
     from ..evaluation.evaluate import evaluate_model
+    from ..evaluation.validation_fit import ValidationFitOptions, fit_on_validation, validation_split_note
 
     defaults = task.defaults
     pick = lambda value, default: default if value is None else value  # noqa: E731
@@ -147,6 +154,11 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     eval_records = load_records(task, eval_source, options.eval_split)
     if options.shots:
         train_records = sample_shots(task, train_records, options.shots, options.seed)
+    fit_options = ValidationFitOptions(calibrate=options.calibrate, target_sensitivity=options.target_sensitivity,
+                                       target_specificity=options.target_specificity, coverage=options.coverage)
+    skipped_fit = validation_split_note(task, fit_options)  # raises before training if --calibrate cannot be done
+    notes = [skipped_fit] if skipped_fit else []
+    fit_records = None if skipped_fit or task.kind == SEGMENTATION else load_records(task, options.data, fit_options.split)
 
     model = backbone(task, init, config=options.config, image_size=options.image_size,
                      drop_path_rate=pick(options.drop_path_rate, defaults.drop_path_rate))
@@ -209,15 +221,20 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     report = {}
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model)
+        fitted = None
+        if fit_records is not None:  # temperature, operating points, prediction sets → the config saved below
+            fitted, fit_notes = fit_on_validation(model, processor, task, fit_records, fit_options,
+                                                  strict=options.strict, progress=options.progress)
+            notes += fit_notes
         with atomic_directory(output_dir, overwrite=options.overwrite) as staging:
             model.save_pretrained(staging)
             processor.save_pretrained(staging)
             report = evaluate_model(model, processor, task, eval_records, staging, split=options.eval_split,
-                                    source=eval_source, strict=options.strict, progress=options.progress)
+                                    source=eval_source, strict=options.strict, progress=options.progress, notes=notes)
             recorded = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
             log = {"options": {**recorded, "init": init},  # the backbone's default when none was given
                    "task": task.name, "train_images": len(train_records), "skipped_train_images": dataset.skipped,
-                   "steps": state["step"], "losses": state["losses"],
+                   "steps": state["step"], "losses": state["losses"], "validation_fit": fitted,
                    "synthetic_data": is_synthetic(options.data) or is_synthetic(eval_source)}
             (staging / "training_log.json").write_text(json.dumps(log, indent=2))
             plots.loss_curve(np.arange(1, len(state["losses"]) + 1), np.array(state["losses"]),

@@ -48,6 +48,13 @@ class SpcxrConfig(PreTrainedConfig):
         segmentation_skip_layers: 1-based blocks feeding the UNETR skip connections (the final output is always used);
             by default at a quarter, half and three quarters of the depth (3, 6, 9 for ViT-S).
         segmentation_dice_weight: weight of the soft-Dice term added to cross-entropy for segmentation.
+        temperature: temperature scaling of the classifier's logits (one float, or one per label for multi-label),
+            fitted on a validation split after fine-tuning; `forward` divides the logits by it outside training, so
+            every consumer gets calibrated probabilities. None: not calibrated.
+        operating_points: per-label score thresholds for a target sensitivity and specificity, chosen on a validation
+            split (`{"default": "sensitivity", "thresholds": {label: {"sensitivity": t, "specificity": t}}, ...}`).
+        prediction_sets: split-conformal APS threshold for prediction sets (`{"method": "APS", "coverage": 0.9,
+            "threshold": q, ...}`).
     """
 
     model_type = "spcxr"
@@ -75,6 +82,9 @@ class SpcxrConfig(PreTrainedConfig):
     segmentation_feature_size: int = 16
     segmentation_skip_layers: list[int] | tuple[int, ...] | None = None
     segmentation_dice_weight: float = 1.0
+    temperature: float | list[float] | None = None
+    operating_points: dict | None = None
+    prediction_sets: dict | None = None
 
     def __post_init__(self, **kwargs):
         # Layer indices that were not given follow the depth, so any num_hidden_layers builds; given ones are
@@ -114,6 +124,12 @@ class SpcxrConfig(PreTrainedConfig):
             raise ValueError(f"SpcxrConfig.classifier_pooling must be 'cls' or 'mean', got {self.classifier_pooling!r}")
         if self.mask_fill not in ("noise", "zeros"):
             raise ValueError(f"SpcxrConfig.mask_fill must be 'noise' or 'zeros', got {self.mask_fill!r}")
+
+    def validate_temperature(self):
+        values = [] if self.temperature is None else (
+            self.temperature if isinstance(self.temperature, list) else [self.temperature])
+        if any(not value > 0 for value in values):
+            raise ValueError(f"SpcxrConfig.temperature must be positive (a float or one per label), got {self.temperature}")
 
     def validate_layer_indices(self):
         for name in ("reconstruction_layers", "segmentation_skip_layers"):

@@ -237,6 +237,10 @@ class SpcxrForImageClassification(SpcxrPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.spcxr(pixel_values, output_hidden_states, output_attentions, return_dict=True)
         logits = self.classifier(outputs.pooler_output)
+        if not self.training and self.config.temperature is not None:
+            # Temperature scaling fitted after fine-tuning (spcxr_hub.evaluation.calibration): calibrated probabilities
+            # for every consumer (pipelines, predict, exports); training keeps raw logits.
+            logits = logits / logits.new_tensor(self.config.temperature)
         loss = None
         if labels is not None:
             loss = self.classification_loss(logits, labels)
