@@ -3,7 +3,7 @@
 import os
 
 from .app import EXIT_BAD_INPUT, EXIT_BUG, app  # noqa: F401
-from . import inference_commands, publishing_commands, training_commands  # noqa: F401  (register the commands)
+from . import inference_commands, ood_commands, publishing_commands, training_commands  # noqa: F401  (register the commands)
 from .training_commands import RECIPE_OPTIONS, finetune, reproduce  # noqa: F401
 
 

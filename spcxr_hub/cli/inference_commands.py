@@ -57,6 +57,8 @@ def predict(
                        "int8; CUDA: bf16. Prints the path taken and why on stderr.")] = False,
     device: DeviceOption = "auto",
     workers: Annotated[int | None, typer.Option(help="Image-decoding threads (default: CPUs, at most 4).")] = None,
+    gate: Annotated[str, typer.Option(help="Input gate (spcxr_hub.inference.gate, .ood): warn (report findings and "
+                                           "ood_score), refuse (withhold flagged predictions) or off.")] = "warn",
 ):
     """Predict labels and scores (classification) or masks (segmentation) for images."""
     from dataclasses import asdict
@@ -65,6 +67,8 @@ def predict(
 
     from ..inference import predictions
     from ..inference.devices import model_device, resolve_device, to_device
+    from ..inference.features import capture_pooled_features
+    from ..inference.input_checks import InputChecks, flag_mark
 
     target = resolve_device(device)
     paths = predictions.image_files(files)
@@ -81,34 +85,44 @@ def predict(
     else:
         loaded = loaded.to(target)
     where = model_device(loaded)
+    checks = InputChecks(model, gate, processor.max_pixels)
+    if checks.notice:
+        typer.echo(f"note: {checks.notice}", err=True)
     results, skipped = [], []
     with torch.inference_mode():
         for batch in predictions.decoded_batches(paths, processor, batch_size, strict, skipped, workers):
-            output = loaded(pixel_values=to_device(torch.cat([pixels for _, pixels in batch]), where))
+            with capture_pooled_features(loaded) as features:
+                output = loaded(pixel_values=to_device(torch.cat([pixels for _, pixels in batch]), where))
             logits = (output if isinstance(output, torch.Tensor) else output.logits).float().cpu()
-            for (path, _), item in zip(batch, logits):
+            pooled = features[0] if features else [None] * len(batch)
+            for (path, _), item, feature in zip(batch, logits, pooled):
                 if segmentation:
                     results.append(predictions.write_segmentation(path, item, processor, loaded.config.id2label, output_dir))
                 else:
                     results.append(predictions.classification_result(path, item, loaded.config, top_k))
+                checks.annotate(results[-1], path, feature)
                 if fast_path is not None:
                     results[-1]["fast_path"] = asdict(fast_path)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     else:
         for result in results:
-            if segmentation:
+            if result.get("refused"):
+                typer.echo(f"{result['file']}\t{flag_mark(result)}")
+            elif segmentation:
                 fractions = ", ".join(f"{k} {v:.1%}" for k, v in result["fractions"].items())
                 typer.echo(f"{result['file']}\t{fractions}\t{result['mask']}")
             else:
                 labels = "  ".join(f"{p['label']} {p['score']:.3f}" for p in result["predictions"])
-                typer.echo(f"{result['file']}\t{labels}")
+                typer.echo(f"{result['file']}\t{labels}" + (f"\t{flag_mark(result)}" if result.get("findings") else ""))
     if skipped:
         typer.echo(f"skipped {len(skipped)} unreadable file(s):", err=True)
         for message in skipped:
             typer.echo(f"  {message}", err=True)
     if not results:  # nothing predicted is a failure, even if the (empty) output was well-formed
         fail(f"none of the {len(paths)} input file(s) could be read")
+    if all(result.get("refused") for result in results):
+        fail(f"--gate refuse: all {len(results)} image(s) were flagged; see their findings (--json), or --gate warn")
 
 
 @app.command()
