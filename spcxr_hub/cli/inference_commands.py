@@ -59,6 +59,10 @@ def predict(
     workers: Annotated[int | None, typer.Option(help="Image-decoding threads (default: CPUs, at most 4).")] = None,
     gate: Annotated[str, typer.Option(help="Input gate (spcxr_hub.inference.gate, .ood): warn (report findings and "
                                            "ood_score), refuse (withhold flagged predictions) or off.")] = "warn",
+    explain: Annotated[bool, typer.Option("--explain", help="Write a saliency overlay PNG per image to --output-dir "
+                                                            "(spcxr_hub.inference.explain).")] = False,
+    explain_label: Annotated[str | None, typer.Option(help="The class to explain (default: the predicted one).")] = None,
+    explain_method: Annotated[str, typer.Option(help="gradcam (SS-CXR and timm CNNs) or rollout (SS-CXR).")] = "gradcam",
 ):
     """Predict labels and scores (classification) or masks (segmentation) for images."""
     from dataclasses import asdict
@@ -75,6 +79,9 @@ def predict(
     loaded, processor, segmentation = predictions.load_for_inference(model, trust_remote_code, lean=True)
     if segmentation and output_dir is None:
         fail("--output-dir is required for a segmentation model (masks and overlays are written there)")
+    from ..inference.explain import check_explain_options, explain_batch
+
+    check_explain_options(explain, segmentation, fast, output_dir)
     fast_path = None
     if fast:
         from ..inference.deploy import choose_fast_path, optimize
@@ -95,12 +102,17 @@ def predict(
                 output = loaded(pixel_values=to_device(torch.cat([pixels for _, pixels in batch]), where))
             logits = (output if isinstance(output, torch.Tensor) else output.logits).float().cpu()
             pooled = features[0] if features else [None] * len(batch)
+            if explain:
+                explained = explain_batch(loaded, torch.cat([p for _, p in batch]), logits, [p for p, _ in batch],
+                                          processor, output_dir, label=explain_label, method=explain_method)
             for (path, _), item, feature in zip(batch, logits, pooled):
                 if segmentation:
                     results.append(predictions.write_segmentation(path, item, processor, loaded.config.id2label, output_dir))
                 else:
                     results.append(predictions.classification_result(path, item, loaded.config, top_k))
                 checks.annotate(results[-1], path, feature)
+                if explain:
+                    results[-1].update(explained.pop(0))
                 if fast_path is not None:
                     results[-1]["fast_path"] = asdict(fast_path)
     if as_json:
