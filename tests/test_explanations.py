@@ -124,3 +124,11 @@ def test_explain_misuse_is_one_line(vit, tmp_path):
     for args, message in cases:
         result = spcxr("predict", films, *args, expect=2)
         assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_evaluate_explain_draws_the_most_confident_errors(vit, tmp_path):
+    model, films = vit
+    data = films.parent.parent
+    result = spcxr("evaluate", "pneumonia", "--model", model, "--data", data, "--output-dir", tmp_path, "--explain", 4)
+    grid = tmp_path / "explanations.png"
+    assert (f"wrote {grid}" in result.output and Image.open(grid).size[0] > 200) or "made no error" in result.output

@@ -20,6 +20,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option()] = 16,
     strict: Annotated[bool, typer.Option(help="Fail on the first undecodable image.")] = False,
     device: DeviceOption = "auto",
+    explain: Annotated[int, typer.Option("--explain", help="Also draw the N most confident errors with their "
+                                                           "saliency maps (explanations.png).")] = 0,
 ):
     """Evaluate a model on a task's split: metrics JSON, confusion matrix and ROC, or mask overlays."""
     from ..data.records import load_records
@@ -38,6 +40,12 @@ def evaluate(
                             batch_size=batch_size, strict=strict)
     typer.echo(json.dumps(report["metrics"], indent=2))
     typer.echo(f"wrote {output_dir / 'metrics.json'}")
+    if explain > 0:
+        from ..evaluation.explanation_plots import write_error_grid
+
+        grid = write_error_grid(loaded, processor, chosen, records, explain, output_dir, batch_size=batch_size,
+                                strict=strict)
+        typer.echo(f"wrote {grid}" if grid else "--explain: the model made no error on this split; no grid drawn")
 
 
 @app.command()
