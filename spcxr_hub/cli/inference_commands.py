@@ -101,8 +101,6 @@ def predict(
         loaded = loaded.to(target)
     where = model_device(loaded)
     checks = InputChecks(model, gate, processor.max_pixels)
-    if checks.notice:
-        typer.echo(f"note: {checks.notice}", err=True)
     results, skipped = [], []
     with torch.inference_mode():
         for batch in predictions.decoded_batches(paths, processor, batch_size, strict, skipped, workers):
@@ -135,6 +133,8 @@ def predict(
             else:
                 labels = "  ".join(f"{p['label']} {p['score']:.3f}" for p in result["predictions"])
                 typer.echo(f"{result['file']}\t{labels}" + (f"\t{flag_mark(result)}" if result.get("findings") else ""))
+    if checks.notice and not as_json:  # after the results: --json carries it in each result's ood_note
+        typer.echo(f"note: {checks.notice}", err=True)
     if skipped:
         typer.echo(f"skipped {len(skipped)} unreadable file(s):", err=True)
         for message in skipped:

@@ -42,6 +42,8 @@ class InputChecks:
             score = float(self.statistics.score(features[None])[0])
             findings += self.statistics.findings(score)
         result["findings"], result["ood_score"] = findings, None if score is None else round(score, 3)
+        if self.notice:
+            result["ood_note"] = self.notice
         if findings and self.mode == "refuse":
             for key in ("predictions", "mask", "overlay", "fractions"):
                 result.pop(key, None)
