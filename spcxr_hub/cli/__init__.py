@@ -3,7 +3,8 @@
 import os
 
 from .app import EXIT_BAD_INPUT, EXIT_BUG, app  # noqa: F401
-from . import calibration_commands, inference_commands, publishing_commands, training_commands  # noqa: F401  (register)
+from . import (  # noqa: F401  (register the commands)
+    calibration_commands, inference_commands, ood_commands, publishing_commands, training_commands)
 from .training_commands import RECIPE_OPTIONS, finetune, reproduce  # noqa: F401
 
 

@@ -20,6 +20,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option()] = 16,
     strict: Annotated[bool, typer.Option(help="Fail on the first undecodable image.")] = False,
     device: DeviceOption = "auto",
+    explain: Annotated[int, typer.Option("--explain", help="Also draw the N most confident errors with their "
+                                                           "saliency maps (explanations.png).")] = 0,
 ):
     """Evaluate a model on a task's split: metrics JSON, confusion matrix and ROC, or mask overlays."""
     from ..data.records import load_records
@@ -40,6 +42,12 @@ def evaluate(
     for note in report.get("notes", []):  # what was not evaluated, and why
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {output_dir / 'metrics.json'}")
+    if explain > 0:
+        from ..evaluation.explanation_plots import write_error_grid
+
+        grid = write_error_grid(loaded, processor, chosen, records, explain, output_dir, batch_size=batch_size,
+                                strict=strict)
+        typer.echo(f"wrote {grid}" if grid else "--explain: the model made no error on this split; no grid drawn")
 
 
 @app.command()
@@ -59,6 +67,12 @@ def predict(
                        "int8; CUDA: bf16. Prints the path taken and why on stderr.")] = False,
     device: DeviceOption = "auto",
     workers: Annotated[int | None, typer.Option(help="Image-decoding threads (default: CPUs, at most 4).")] = None,
+    gate: Annotated[str, typer.Option(help="Input gate (spcxr_hub.inference.gate, .ood): warn (report findings and "
+                                           "ood_score), refuse (withhold flagged predictions) or off.")] = "warn",
+    explain: Annotated[bool, typer.Option("--explain", help="Write a saliency overlay PNG per image to --output-dir "
+                                                            "(spcxr_hub.inference.explain).")] = False,
+    explain_label: Annotated[str | None, typer.Option(help="The class to explain (default: the predicted one).")] = None,
+    explain_method: Annotated[str, typer.Option(help="gradcam (SS-CXR and timm CNNs) or rollout (SS-CXR).")] = "gradcam",
 ):
     """Predict labels and scores (classification) or masks (segmentation) for images."""
     from dataclasses import asdict
@@ -67,12 +81,17 @@ def predict(
 
     from ..inference import predictions
     from ..inference.devices import model_device, resolve_device, to_device
+    from ..inference.features import capture_pooled_features
+    from ..inference.input_checks import InputChecks, flag_mark
 
     target = resolve_device(device)
     paths = predictions.image_files(files)
     loaded, processor, segmentation = predictions.load_for_inference(model, trust_remote_code, lean=True)
     if segmentation and output_dir is None:
         fail("--output-dir is required for a segmentation model (masks and overlays are written there)")
+    from ..inference.explain import check_explain_options, explain_batch
+
+    check_explain_options(explain, segmentation, fast, output_dir)
     fast_path = None
     if fast:
         from ..inference.deploy import choose_fast_path, optimize
@@ -83,34 +102,49 @@ def predict(
     else:
         loaded = loaded.to(target)
     where = model_device(loaded)
+    checks = InputChecks(model, gate, processor.max_pixels)
     results, skipped = [], []
     with torch.inference_mode():
         for batch in predictions.decoded_batches(paths, processor, batch_size, strict, skipped, workers):
-            output = loaded(pixel_values=to_device(torch.cat([pixels for _, pixels in batch]), where))
+            with capture_pooled_features(loaded) as features:
+                output = loaded(pixel_values=to_device(torch.cat([pixels for _, pixels in batch]), where))
             logits = (output if isinstance(output, torch.Tensor) else output.logits).float().cpu()
-            for (path, _), item in zip(batch, logits):
+            pooled = features[0] if features else [None] * len(batch)
+            if explain:
+                explained = explain_batch(loaded, torch.cat([p for _, p in batch]), logits, [p for p, _ in batch],
+                                          processor, output_dir, label=explain_label, method=explain_method)
+            for (path, _), item, feature in zip(batch, logits, pooled):
                 if segmentation:
                     results.append(predictions.write_segmentation(path, item, processor, loaded.config.id2label, output_dir))
                 else:
                     results.append(predictions.classification_result(path, item, loaded.config, top_k))
+                checks.annotate(results[-1], path, feature)
+                if explain:
+                    results[-1].update(explained.pop(0))
                 if fast_path is not None:
                     results[-1]["fast_path"] = asdict(fast_path)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     else:
         for result in results:
-            if segmentation:
+            if result.get("refused"):
+                typer.echo(f"{result['file']}\t{flag_mark(result)}")
+            elif segmentation:
                 fractions = ", ".join(f"{k} {v:.1%}" for k, v in result["fractions"].items())
                 typer.echo(f"{result['file']}\t{fractions}\t{result['mask']}")
             else:
                 labels = "  ".join(f"{p['label']} {p['score']:.3f}" for p in result["predictions"])
-                typer.echo(f"{result['file']}\t{labels}")
+                typer.echo(f"{result['file']}\t{labels}" + (f"\t{flag_mark(result)}" if result.get("findings") else ""))
+    if checks.notice and not as_json:  # after the results: --json carries it in each result's ood_note
+        typer.echo(f"note: {checks.notice}", err=True)
     if skipped:
         typer.echo(f"skipped {len(skipped)} unreadable file(s):", err=True)
         for message in skipped:
             typer.echo(f"  {message}", err=True)
     if not results:  # nothing predicted is a failure, even if the (empty) output was well-formed
         fail(f"none of the {len(paths)} input file(s) could be read")
+    if all(result.get("refused") for result in results):
+        fail(f"--gate refuse: all {len(results)} image(s) were flagged; see their findings (--json), or --gate warn")
 
 
 @app.command()

@@ -132,6 +132,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     from ..data.records import is_synthetic
     from ..evaluation.evaluate import evaluate_model
     from ..evaluation.validation_fit import ValidationFitOptions, fit_on_validation, validation_split_note
+    from ..inference.features import write_ood_statistics
 
     defaults = task.defaults
     pick = lambda value, default: default if value is None else value  # noqa: E731
@@ -229,6 +230,8 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
         with atomic_directory(output_dir, overwrite=options.overwrite) as staging:
             model.save_pretrained(staging)
             processor.save_pretrained(staging)
+            write_ood_statistics(model, processor, task, train_records, staging, strict=options.strict,
+                                 progress=options.progress)  # the input gate's OOD score (inference/ood.py)
             report = evaluate_model(model, processor, task, eval_records, staging, split=options.eval_split,
                                     source=eval_source, strict=options.strict, progress=options.progress, notes=notes)
             recorded = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
