@@ -48,15 +48,18 @@ class ExportGraph(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model, self._features = model, None
+        self.model, self._features, self._normed = model, None, None
         model.spcxr.register_forward_hook(self._keep)
+        # The segmenter calls the encoder's `encode`, not its forward: its features are the final norm's CLS token.
+        model.spcxr.layernorm.register_forward_hook(lambda module, args, output: setattr(self, "_normed", output))
 
     def _keep(self, module, args, output):
         self._features = output.pooler_output if hasattr(output, "pooler_output") else output[1]
 
     def forward(self, pixel_values: torch.Tensor):
+        self._features = None
         logits = self.model(pixel_values=pixel_values, return_dict=True).logits
-        return logits, self._features
+        return logits, self._features if self._features is not None else self._normed[:, 0]
 
 
 def require_exporter(format_: str, int8: bool) -> None:
