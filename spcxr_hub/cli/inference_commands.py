@@ -96,7 +96,7 @@ def predict(
     if fast:
         from ..inference.deploy import choose_fast_path, optimize
 
-        fast_path = choose_fast_path(target)
+        fast_path = choose_fast_path(target, loaded)
         typer.echo(fast_path.line, err=True)  # CPUs of one cloud instance type differ: say which path ran
         loaded = optimize(loaded, target, batch_size=batch_size, path=fast_path)
     else:

@@ -75,8 +75,32 @@ def export(
              "evaluated on, where its folder is still there; else 32 synthetic phantoms).")] = None,
     allow_disagreement: Annotated[bool, typer.Option(
         help="--native: publish even when top-1 agreement with the SS-CXR model is below 99% (warns).")] = False,
+    format: Annotated[str | None, typer.Option(
+        "--format", help="onnx or openvino: a runtime export for CPUs (spcxr_hub.hub.runtime_export), run by "
+                         "`spcxr predict --model REPO_DIR`.")] = None,
+    int8: Annotated[bool, typer.Option(help="--format: static int8 post-training quantisation.")] = False,
+    calibration_data: Annotated[Path | None, typer.Option(
+        help="--int8: folder of a few hundred images (searched recursively) calibrating the activation ranges.")] = None,
+    check_data: Annotated[str | None, typer.Option(
+        help="--format: held-out data in the task's layout for the accuracy check (default: the split the model "
+             "was evaluated on, else synthetic phantoms).")] = None,
+    allow_drop: Annotated[bool, typer.Option(
+        help="--format: write the export even when the metric drops more than 0.5 points (warns).")] = False,
 ):
     """Write a complete Hub repository folder: safetensors, configs, code, card with widget, examples, metrics."""
+    if format is not None:
+        from ..hub.runtime_export import export_runtime
+
+        if native or training_summary is not None or check_images is not None:
+            fail("--format: --native, --training-summary and --check-images do not apply to runtime exports")
+        folder, check = export_runtime(model_dir, repo_dir, format=format, int8=int8,
+                                       calibration_data=calibration_data, check_data=check_data,
+                                       allow_drop=allow_drop, overwrite=overwrite, repo_id=repo_id,
+                                       example_images=example_image or None, synthetic=synthetic, warn=warn)
+        typer.echo(f"wrote {folder} ({format}, {'int8' if int8 else 'fp32'}; {check.line()})")
+        return
+    if int8 or calibration_data is not None or check_data is not None or allow_drop:
+        fail("--int8, --calibration-data, --check-data and --allow-drop belong to --format exports")
     if native:
         from ..hub.native_export import export_native
 

@@ -225,8 +225,11 @@ def choose_cpu_path() -> FastPath:
     return FastPath("int8", "dynamic int8 Linear", f"no native bf16 on this CPU: {capability}")
 
 
-def choose_fast_path(device: str | torch.device = "cpu") -> FastPath:
-    """The path `optimize(model, device)` takes: `choose_cpu_path()` on a CPU, bf16 on CUDA, fp32 on MPS."""
+def choose_fast_path(device: str | torch.device = "cpu", model: nn.Module | None = None) -> FastPath:
+    """The path `optimize(model, device)` takes: an exported folder's own runtime (`inference/runtimes.py`: it is
+    the deployment path already), else `choose_cpu_path()` on a CPU, bf16 on CUDA, fp32 on MPS."""
+    if getattr(model, "manifest", None) is not None and hasattr(model, "path_name"):
+        return FastPath("runtime", model.path_name, f"exported folder ({model.manifest['format']}, runs on the CPU)")
     device = torch.device(device)
     if device.type == "cuda":
         return FastPath("cuda", "bf16 on CUDA", f"{torch.cuda.get_device_name(device)}, SDPA attention")
@@ -313,7 +316,9 @@ def optimize(model: nn.Module, device: str | torch.device = "cpu", *, batch_size
              path: FastPath | None = None) -> nn.Module:
     """The fast inference path for `device`, `path` (default `choose_fast_path(device)`): `optimize_for_cuda` on a
     GPU, the model as it is on MPS, `optimize_for_cpu` on a CPU."""
-    path = path or choose_fast_path(device)
+    path = path or choose_fast_path(device, model)
+    if path.mode == "runtime":
+        return model
     if path.mode == "cuda":
         return optimize_for_cuda(model, device)
     if path.mode == "mps":

@@ -15,7 +15,14 @@ def load_for_inference(model: str, trust_remote_code: bool = False, *, lean: boo
     """Model (head chosen from its config) and image processor from a directory or Hub id.
 
     With `lean`, a local SS-CXR classifier directory loads through `spcxr_hub.inference.deploy` without importing transformers'
-    model machinery (same outputs, about half the start-up time); anything else loads through the Auto classes."""
+    model machinery (same outputs, about half the start-up time); a runtime export (`spcxr export --format`) loads
+    on its runtime (`inference/runtimes.py`); anything else loads through the Auto classes."""
+    from .runtimes import is_runtime_export
+
+    if is_runtime_export(model):
+        from .runtimes import load_runtime
+
+        return load_runtime(model, lean=lean)
     if lean and not trust_remote_code and Path(model).is_dir():
         from .deploy import LeanProcessor, load_lean_classifier
 

@@ -1,0 +1,86 @@
+"""Runtime exports (`spcxr export --format onnx [--int8]`): round trip through `spcxr predict`, the accuracy check
+in the card, and bad input in one line."""
+
+import json
+
+import pytest
+from conftest import spcxr
+
+import spcxr_hub.hub.runtime_export as runtime_export
+from spcxr_hub.plugins.registry import get_task
+
+TINY = ["--init", "scratch", "--config", "tiny", "--image-size", "64", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runtime")
+    data = get_task("pneumonia").write_synthetic(root / "data", 12, 0)
+    spcxr("finetune", "pneumonia", "--data", data, "--output-dir", root / "model", "--max-steps", 2, *TINY)
+    return root, data
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_onnx_export_round_trips_with_its_accuracy_check_in_card_and_manifest(trained, int8):
+    root, data = trained
+    out = root / f"onnx-{int8}"
+    extra = ["--int8", "--calibration-data", data] if int8 else []
+    result = spcxr("export", root / "model", "--repo-dir", out, "--format", "onnx", *extra)
+    assert "top-1 agreement" in result.output
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["precision"] == ("int8" if int8 else "fp32") and manifest["outputs"] == ["logits", "features"]
+    check = manifest["accuracy_check"]
+    assert check["agreement"] >= 0.9 and check["drop_points"] <= 0.5
+    assert check["max_logit_difference"] < (0.1 if int8 else 1e-4)
+    assert "Runtime export" in (out / "README.md").read_text() and "top-1 agreement" in (out / "README.md").read_text()
+    assert not (out / "model.safetensors").exists()
+    predicted = json.loads(spcxr("predict", data / "test", "--model", out, "--json").stdout)
+    reference = json.loads(spcxr("predict", data / "test", "--model", root / "model", "--json").stdout)
+    same = [a["predictions"][0]["label"] == b["predictions"][0]["label"] for a, b in zip(predicted, reference)]
+    assert len(predicted) == len(reference) and sum(same) / len(same) >= 0.9
+
+
+def test_too_few_calibration_images_is_one_line(trained, tmp_path):
+    root, data = trained
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in list((data / "test" / "NORMAL").iterdir())[:3]:
+        (few / path.name).write_bytes(path.read_bytes())
+    result = spcxr("export", root / "model", "--repo-dir", tmp_path / "out", "--format", "onnx", "--int8",
+                   "--calibration-data", few, expect=2)
+    assert "expected at least 32" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_metric_drop_refuses_the_export_unless_allowed(trained, tmp_path, monkeypatch):
+    root, _ = trained
+    real = runtime_export.check_accuracy
+
+    def worse(*args, **kwargs):
+        check = real(*args, **kwargs)
+        check.exported = {k: v - 0.2 for k, v in check.exported.items()}
+        return check
+
+    monkeypatch.setattr(runtime_export, "check_accuracy", worse)
+    result = spcxr("export", root / "model", "--repo-dir", tmp_path / "out", "--format", "onnx", expect=2)
+    assert "--allow-drop" in result.output and not (tmp_path / "out").exists()
+    spcxr("export", root / "model", "--repo-dir", tmp_path / "out", "--format", "onnx", "--allow-drop")
+    assert (tmp_path / "out" / "model.onnx").is_file()
+
+
+def test_a_folder_from_a_newer_export_format_is_refused_in_one_line(trained):
+    root, data = trained
+    out = root / "onnx-False"
+    manifest = json.loads((out / "export.json").read_text())
+    (out / "export.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    try:
+        result = spcxr("predict", data / "test", "--model", out, expect=2)
+        assert "newer format" in result.output
+    finally:
+        (out / "export.json").write_text(json.dumps(manifest))
+
+
+def test_an_unsupported_format_is_one_line(trained, tmp_path):
+    root, _ = trained
+    result = spcxr("export", root / "model", "--repo-dir", tmp_path / "o", "--format", "tflite", expect=2)
+    assert "expected one of" in result.output
