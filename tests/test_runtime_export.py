@@ -84,3 +84,24 @@ def test_an_unsupported_format_is_one_line(trained, tmp_path):
     root, _ = trained
     result = spcxr("export", root / "model", "--repo-dir", tmp_path / "o", "--format", "tflite", expect=2)
     assert "expected one of" in result.output
+
+
+def test_an_exported_folder_keeps_the_gate_calibration_and_decisions_of_its_model(trained):
+    """The export runs the same input gate (OOD statistics copied, features from the graph), the temperature in the
+    graph, and the stored operating point and prediction sets: predict's JSON matches the PyTorch model's."""
+    root, data = trained
+    out = root / "onnx-gate"
+    spcxr("export", root / "model", "--repo-dir", out, "--format", "onnx")
+    config = json.loads((out / "config.json").read_text())
+    assert config.get("temperature") not in (None, 1.0)  # finetune calibrated it: the graph must apply it
+    assert (out / "ood_statistics.safetensors").is_file()
+    exported = json.loads(spcxr("predict", data / "test", "--model", out, "--json").stdout)
+    reference = json.loads(spcxr("predict", data / "test", "--model", root / "model", "--json").stdout)
+    for a, b in zip(exported, reference):
+        assert a["ood_score"] is not None and a["ood_score"] == pytest.approx(b["ood_score"], rel=1e-3, abs=1e-3)
+        assert [f["code"] for f in a["findings"]] == [f["code"] for f in b["findings"]]
+        assert a["predictions"][0]["score"] == pytest.approx(b["predictions"][0]["score"], abs=1e-4)
+        for key in ("positive", "prediction_set"):
+            assert key in b and a[key] == b[key]
+    result = spcxr("predict", data / "test", "--model", out, "--explain", "--output-dir", root / "x", expect=2)
+    assert "exported" in result.output and len(result.output.strip().splitlines()) == 1

@@ -34,6 +34,14 @@ def evaluate(
     loaded, processor, _ = predictions.load_for_inference(model)
     loaded = loaded.to(target)  # evaluate_model runs batches on the model's device
     check_model_labels(loaded, chosen, model)
+    if explain > 0:  # before the evaluation, not after minutes of it
+        from ..inference.explain import check_explain_options
+        from ..inference.runtimes import is_exported
+
+        from ..plugins.tasks import SEGMENTATION
+
+        check_explain_options(True, chosen.kind == SEGMENTATION, False, output_dir or Path(model),
+                              runtime=is_exported(loaded))
     records = load_records(chosen, data, split)
     output_dir = output_dir or (Path(model) / f"eval-{split}" if Path(model).is_dir() else Path(f"eval-{task}-{split}"))
     report = evaluate_model(loaded, processor, chosen, records, output_dir, split=split, source=data,
@@ -90,8 +98,9 @@ def predict(
     if segmentation and output_dir is None:
         fail("--output-dir is required for a segmentation model (masks and overlays are written there)")
     from ..inference.explain import check_explain_options, explain_batch
+    from ..inference.runtimes import is_exported
 
-    check_explain_options(explain, segmentation, fast, output_dir)
+    check_explain_options(explain, segmentation, fast, output_dir, runtime=is_exported(loaded))
     fast_path = None
     if fast:
         from ..inference.deploy import choose_fast_path, optimize

@@ -84,9 +84,10 @@ def write_error_grid(model, processor, task, records, count: int, output_dir: Pa
                      strict: bool = False, method: str = "gradcam") -> Path | None:
     """`evaluate --explain N`: predictions over the records, then `error_grid` as `output_dir/explanations.png`."""
     from ..inference.explain import check_explain_options
+    from ..inference.runtimes import is_exported
     from .evaluate import predict
 
-    check_explain_options(True, task.kind == SEGMENTATION, False, output_dir)
+    check_explain_options(True, task.kind == SEGMENTATION, False, output_dir, runtime=is_exported(model))
     predictions = predict(model, processor, task, records, batch_size=batch_size, strict=strict, progress=False)
     return error_grid(model, processor, task, records, predictions, count, Path(output_dir) / "explanations.png",
                       method=method)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..inference.ood import OOD_FILE
 from ..inference.runtimes import EXPORT_FILE, FORMAT_VERSION, GRAPH_FILES, load_runtime, require_runtime
 from .card_facts import describe_source, model_kind, read_json
 from .export_check import MAX_METRIC_DROP, check_accuracy
@@ -34,7 +35,7 @@ MIN_CALIBRATION_IMAGES = 32  # fewer images give activation ranges that depend o
 MAX_CALIBRATION_IMAGES = 300  # "a few hundred": more changes the ranges little and costs minutes
 CALIBRATION_BATCH = 16
 OPSET = 17
-KEPT_FILES = ("config.json", "preprocessor_config.json")
+KEPT_FILES = ("config.json", "preprocessor_config.json", OOD_FILE)  # OOD_FILE: the input gate's statistics
 QUANTIZED_OPS = ["MatMul", "Gemm", "Conv"]  # the FLOPs; LayerNorm, softmax, GELU stay float (accuracy, no speed lost)
 
 

@@ -160,7 +160,7 @@ def write_overlay(path: Path, processor, saliency: np.ndarray, output_dir: Path,
     return target
 
 
-def check_explain_options(explain_wanted: bool, segmentation: bool, fast: bool, output_dir) -> None:
+def check_explain_options(explain_wanted: bool, segmentation: bool, fast: bool, output_dir, runtime: bool = False) -> None:
     """`predict --explain`'s bad combinations, each one line."""
     if not explain_wanted:
         return
@@ -169,6 +169,9 @@ def check_explain_options(explain_wanted: bool, segmentation: bool, fast: bool, 
                          "--output-dir as an overlay); --explain covers classifiers")
     if fast:
         raise UsageError("--explain needs gradients of the fp32 model; drop --fast")
+    if runtime:
+        raise UsageError("--explain needs gradients of the PyTorch model, which an exported (ONNX/OpenVINO) folder "
+                         "does not have: explain with the model directory it was exported from")
     if output_dir is None:
         raise UsageError("--explain needs --output-dir (one overlay PNG per image is written there)")
 

@@ -1,6 +1,7 @@
 """Pooled features, the input of a classifier's head, captured during its ordinary forward pass: what the OOD score
 (`ood.py`) measures. One forward pre-hook on the head serves the lean SS-CXR classifier, the transformers classes, the
-`--fast` paths (their head stays a module) and timm baselines (`get_classifier()`)."""
+`--fast` paths (their head stays a module) and timm baselines (`get_classifier()`); a runtime export returns them as
+its graph's second output."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ def capture_pooled_features(model):
     """Within the block, each forward pass of `model` appends its (B, D) pooled features (float32 numpy) to the
     yielded list; the list stays empty for a model without a classification head."""
     captured: list[np.ndarray] = []
+    if getattr(model, "manifest", None) is not None:  # a runtime export (runtimes.py): its graph outputs them
+        def keep_output(_module, _inputs, output):
+            if output.features is not None:
+                captured.append(output.features.float().flatten(1).numpy())
+
+        handle = model.register_forward_hook(keep_output)
+        try:
+            yield captured
+        finally:
+            handle.remove()
+        return
     head = head_module(model)
     if head is None:
         yield captured

@@ -140,6 +140,11 @@ class RuntimeModel(nn.Module):
                              features=None if features is None else torch.from_numpy(np.asarray(features)))
 
 
+def is_exported(model) -> bool:
+    """Whether a loaded model is an exported graph (no parameters, no gradients)."""
+    return isinstance(model, RuntimeModel)
+
+
 def load_runtime(folder: str | Path, *, lean: bool = False, threads: int | None = None):
     """(RuntimeModel, processor, segmentation) for an exported folder. `lean`: the torch-only `LeanProcessor`
     (what `spcxr predict` uses), else transformers' `SpcxrImageProcessor` (what evaluation's datasets need)."""
