@@ -129,3 +129,42 @@ def test_ood_threshold_holds_for_new_samples_of_the_training_distribution():
     fresh = statistics.score(rng.normal(size=(2000, 16)))
     assert (fresh > statistics.threshold).mean() < 0.02  # 99.5th percentile, cross-fitted: ~0.5% expected
     assert (statistics.score(rng.normal(size=(200, 16)) + 2.0) > statistics.threshold).mean() > 0.95
+
+
+def test_evaluate_reports_which_images_of_a_split_the_gate_flags_with_a_picture(model, bad_inputs, tmp_path):
+    """`spcxr evaluate` runs the same gate as predict over the split: metrics.json's input_gate section counts the
+    flagged images by code and lists them, and flagged_examples.png shows some with their reasons."""
+    root, expected = bad_inputs
+    data = get_task("pneumonia").write_synthetic(tmp_path / "data", 6, 77)
+    planted = data / "test" / "NORMAL"
+    for path in root.iterdir():
+        (planted / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "eval"
+    result = spcxr("evaluate", "pneumonia", "--model", model, "--data", data, "--output-dir", out)
+    report = json.loads((out / "metrics.json").read_text())
+    section = report["input_gate"]
+    flagged = {Path(item["file"]).name: item["codes"] for item in section["flagged_files"]}
+    for name, code in expected.items():
+        assert code in flagged.get(name, []), (name, flagged.get(name))
+    clean_flagged = set(flagged) - set(expected)
+    assert len(clean_flagged) <= 1, clean_flagged  # phantoms of the model's own distribution
+    assert section["images"] == report["num_images"] and section["flagged"] == len(flagged)
+    assert sum(section["codes"].values()) == sum(len(codes) for codes in flagged.values())
+    assert section["ood_threshold"] == pytest.approx(ood.load(model).threshold)
+    assert (out / section["picture"]).is_file() and len(section["examples"]) == 4
+    assert all(example["reasons"] and len(example["reasons"]) == len(example["codes"]) for example in section["examples"])
+    assert f"{len(flagged)} of {section['images']} image(s) flagged" in result.output
+
+    spcxr("evaluate", "pneumonia", "--model", model, "--data", data, "--output-dir", tmp_path / "off", "--gate", "off")
+    report = json.loads((tmp_path / "off" / "metrics.json").read_text())
+    assert "input_gate" not in report and "input gate: not run (--gate off)" in report["notes"]
+    assert not (tmp_path / "off" / "flagged_examples.png").exists()
+
+
+def test_finetune_metrics_carry_the_gate_and_the_explanation_grid(model):
+    report = json.loads((model / "metrics.json").read_text())
+    assert report["input_gate"]["images"] == report["num_images"] and report["input_gate"]["ood_threshold"]
+    drawn = report.get("explanations")
+    assert (drawn and (model / drawn["picture"]).is_file() and drawn["errors_shown"] >= 1) or \
+        "explanations: the model made no error on this split; no grid drawn" in report["notes"]
+    assert not any(Path(item["file"]).is_absolute() for item in report["input_gate"]["flagged_files"])

@@ -22,6 +22,8 @@ def evaluate(
     device: DeviceOption = "auto",
     explain: Annotated[int, typer.Option("--explain", help="Also draw the N most confident errors with their "
                                                            "saliency maps (explanations.png).")] = 0,
+    gate: Annotated[str, typer.Option(help="Input gate over the split (metrics.json's input_gate section and "
+                                           "flagged_examples.png): warn or off.")] = "warn",
 ):
     """Evaluate a model on a task's split: metrics JSON, confusion matrix and ROC, or mask overlays."""
     from ..data.records import load_records
@@ -29,33 +31,36 @@ def evaluate(
     from ..inference import predictions
     from ..inference.devices import resolve_device
 
+    from ..inference import ood
+    from ..inference.explain import check_explain_options
+    from ..inference.runtimes import is_exported
+    from ..plugins.tasks import SEGMENTATION
+
+    if gate not in ("warn", "off"):
+        fail(f"--gate {gate}: expected warn or off (evaluate reports flagged images; it does not withhold them)")
     target = resolve_device(device)
     chosen = load_task(task)
     loaded, processor, _ = predictions.load_for_inference(model)
     loaded = loaded.to(target)  # evaluate_model runs batches on the model's device
     check_model_labels(loaded, chosen, model)
-    if explain > 0:  # before the evaluation, not after minutes of it
-        from ..inference.explain import check_explain_options
-        from ..inference.runtimes import is_exported
-
-        from ..plugins.tasks import SEGMENTATION
-
-        check_explain_options(True, chosen.kind == SEGMENTATION, False, output_dir or Path(model),
-                              runtime=is_exported(loaded))
-    records = load_records(chosen, data, split)
     output_dir = output_dir or (Path(model) / f"eval-{split}" if Path(model).is_dir() else Path(f"eval-{task}-{split}"))
+    # Before the evaluation, not after minutes of it.
+    check_explain_options(explain > 0, chosen.kind == SEGMENTATION, False, output_dir, runtime=is_exported(loaded))
+    records = load_records(chosen, data, split)
+    statistics = ood.load(model) if gate == "warn" and Path(model).is_dir() else None
     report = evaluate_model(loaded, processor, chosen, records, output_dir, split=split, source=data,
-                            batch_size=batch_size, strict=strict)
+                            batch_size=batch_size, strict=strict, gate=gate == "warn", ood_statistics=statistics,
+                            explain=explain)
     typer.echo(json.dumps(report["metrics"], indent=2))
     for note in report.get("notes", []):  # what was not evaluated, and why
         typer.echo(f"note: {note}", err=True)
+    gated = report.get("input_gate")
+    if gated and gated["flagged"]:
+        typer.echo(f"input gate: {gated['flagged']} of {gated['images']} image(s) flagged "
+                   f"({', '.join(f'{c} {n}' for c, n in gated['codes'].items())}); see metrics.json", err=True)
     typer.echo(f"wrote {output_dir / 'metrics.json'}")
-    if explain > 0:
-        from ..evaluation.explanation_plots import write_error_grid
-
-        grid = write_error_grid(loaded, processor, chosen, records, explain, output_dir, batch_size=batch_size,
-                                strict=strict)
-        typer.echo(f"wrote {grid}" if grid else "--explain: the model made no error on this split; no grid drawn")
+    if "explanations" in report:
+        typer.echo(f"wrote {output_dir / report['explanations']['picture']}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..data.records import load_mask
 from ..data.task_dataset import TaskDataset, collate
 from ..inference.devices import model_device, to_device
+from ..inference.features import capture_pooled_features
 from ..errors import UsageError
 from ..hub.saving import atomic_file
 from ..plugins.tasks import MULTI_LABEL, SEGMENTATION, Task
@@ -33,18 +34,21 @@ def check_model_labels(model, task: Task, source: str) -> None:
 def predict(model, processor, task: Task, records, *, batch_size: int = 16, strict: bool = False, progress: bool = True):
     """Runs the model over records, on the model's device. Returns a dict with `indices` (of the records that decoded), `scores`
     (probabilities: (N, K) for classification; per-image (K, H, W) at the original size for segmentation), `logits`
-    ((N, K), classification) and the list of skipped files."""
+    ((N, K), classification), `features` ((N, D) pooled features of a classifier, else None) and the list of
+    skipped files."""
     device = model_device(model)  # batches go where the model is (a GPU after fine-tuning under accelerate)
     dataset = TaskDataset(records, task, processor, strict=strict)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate,
                                          pin_memory=device.type == "cuda")
     model.eval()
-    indices, scores, all_logits = [], [], []
+    indices, scores, all_logits, features = [], [], [], []
     for batch in tqdm(loader, desc=f"evaluate {task.name}", disable=not progress, unit="batch"):
         if batch is None:
             continue
         batch_indices = batch["index"].tolist()
-        logits = model(pixel_values=to_device(batch, device)["pixel_values"]).logits.float().cpu()
+        with capture_pooled_features(model) as pooled:  # the OOD score's input; empty for a segmenter
+            logits = model(pixel_values=to_device(batch, device)["pixel_values"]).logits.float().cpu()
+        features.extend(pooled[0] if pooled else [])
         indices.extend(batch_indices)
         if task.kind == SEGMENTATION:
             for index, item in zip(batch_indices, logits):
@@ -56,7 +60,8 @@ def predict(model, processor, task: Task, records, *, batch_size: int = 16, stri
             scores.extend(torch.softmax(logits, dim=-1).numpy())
         if task.kind != SEGMENTATION:
             all_logits.extend(logits.numpy())
-    return {"indices": indices, "scores": scores, "logits": all_logits, "skipped": dataset.skipped}
+    return {"indices": indices, "scores": scores, "logits": all_logits, "skipped": dataset.skipped,
+            "features": np.stack(features) if len(features) == len(indices) and features else None}
 
 
 def original_size_probabilities(processor, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -102,9 +107,13 @@ def compute_metrics(task: Task, inputs: dict) -> dict:
 
 
 def evaluate_model(model, processor, task: Task, records, output_dir: Path, *, split: str, source: str,
-                   batch_size: int = 16, strict: bool = False, progress: bool = True, notes: list | None = None) -> dict:
+                   batch_size: int = 16, strict: bool = False, progress: bool = True, notes: list | None = None,
+                   gate: bool = True, ood_statistics=None, explain: int = 0, explain_method: str = "gradcam") -> dict:
     """Predictions → metrics → `output_dir/metrics.json` and plots. Returns the JSON's content. `notes`: lines on
-    what an earlier step skipped (e.g. calibration without a validation split), kept in the JSON for the card."""
+    what an earlier step skipped (e.g. calibration without a validation split), kept in the JSON for the card.
+    `gate`: run the input gate over the split (`input_gate_report.py`; `ood_statistics`, the model's
+    `inference.ood.load(model_dir)`, adds the OOD check); `explain`: draw the N most confident errors with their
+    saliency maps (`explanations.png`)."""
     predictions = predict(model, processor, task, records, batch_size=batch_size, strict=strict, progress=progress)
     if not predictions["indices"]:
         raise UsageError(f"{source}: no image of split {split!r} could be decoded")
@@ -134,9 +143,39 @@ def evaluate_model(model, processor, task: Task, records, output_dir: Path, *, s
                                                   output_dir)
         report.update(to_json(sections))
         report["notes"] += notes
+        if explain > 0:
+            report.update(explanation_section(model, processor, task, records, predictions, explain, explain_method,
+                                              output_dir, report["notes"]))
+    if gate:
+        from .input_gate_report import gate_section
+
+        section, notes = gate_section(records, predictions["indices"], predictions["features"], ood_statistics,
+                                      processor.max_pixels, output_dir, source, progress=progress)
+        report["input_gate"] = to_json(section)
+        report["notes"] += notes
+    else:
+        report["notes"].append("input gate: not run (--gate off)")
     with atomic_file(output_dir / "metrics.json") as staging:
         staging.write_text(json.dumps(report, indent=2))
     return report
+
+
+def explanation_section(model, processor, task: Task, records, predictions, count: int, method: str,
+                        output_dir: Path, notes: list) -> dict:
+    """`{"explanations": …}` for metrics.json (empty, with a line in `notes`, when there is nothing to draw)."""
+    from ..inference.runtimes import is_exported
+    from .explanation_plots import EXPLANATION_PICTURE, confident_errors, error_grid
+
+    if is_exported(model):
+        notes.append("explanations: an exported (ONNX/OpenVINO) model has no gradients; not drawn")
+        return {}
+    picture = error_grid(model, processor, task, records, predictions, count, output_dir / EXPLANATION_PICTURE,
+                         method=method)
+    if picture is None:
+        notes.append("explanations: the model made no error on this split; no grid drawn")
+        return {}
+    shown = len(confident_errors(task, records, predictions, count))
+    return {"explanations": {"picture": picture.name, "method": method, "errors_shown": shown}}
 
 
 def to_json(value):

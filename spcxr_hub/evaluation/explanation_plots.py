@@ -13,7 +13,9 @@ from .plots import plt, save
 from ..models.spcxr.imaging import load_image
 from ..plugins.tasks import MULTI_LABEL, SEGMENTATION
 
-__all__ = ["confident_errors", "error_grid", "findings_grid"]
+__all__ = ["EXPLANATION_PICTURE", "confident_errors", "error_grid", "findings_grid"]
+
+EXPLANATION_PICTURE = "explanations.png"
 
 
 def confident_errors(task, records, predictions: dict, count: int) -> list[tuple[int, int, float]]:
@@ -62,6 +64,21 @@ def error_grid(model, processor, task, records, predictions: dict, count: int, p
                        fontsize=8)
     figure.suptitle(f"{task.name}: the {len(errors)} most confident errors ({method} maps of the wrong label)",
                     fontsize=10)
+    return save(figure, path)
+
+
+def findings_grid(items: list[tuple[str, list[dict]]], path: Path, columns: int = 4) -> Path:
+    """Films with the gate's findings under each: (file, findings) pairs."""
+    rows = -(-len(items) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.9 * rows), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, (file, findings) in zip(axes.ravel(), items):
+        axis.imshow(load_image(file), cmap="gray", vmin=0, vmax=1)
+        lines = [f"{f['code']}: " + textwrap.shorten(f["reason"], 70) for f in findings] or ["no findings"]
+        axis.set_title(Path(file).name, fontsize=8)
+        axis.text(0.0, -0.04, "\n".join(textwrap.fill(line, 44) for line in lines), transform=axis.transAxes,
+                  fontsize=6, va="top", color="darkred" if findings else "darkgreen")
     return save(figure, path)
 
 

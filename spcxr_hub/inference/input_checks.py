@@ -10,9 +10,23 @@ import numpy as np
 
 from ..errors import UsageError
 
-__all__ = ["GATE_MODES", "InputChecks", "flag_mark"]
+__all__ = ["GATE_MODES", "InputChecks", "flag_mark", "image_findings"]
 
 GATE_MODES = ("warn", "refuse", "off")
+
+
+def image_findings(path: str | Path | None, image: np.ndarray, statistics, features: np.ndarray | None
+                   ) -> tuple[list[dict], float | None]:
+    """(findings, ood_score) of one decoded image: tag findings (when `path` is a file), pixel findings and, given
+    the model's OOD `statistics` and the image's pooled `features` (D,), the out-of-distribution score."""
+    from .gate import gate_file, pixel_findings
+
+    findings = gate_file(path, image) if path is not None else pixel_findings(image)
+    score = None
+    if statistics is not None and features is not None and features.size:
+        score = float(statistics.score(features[None])[0])
+        findings += statistics.findings(score)
+    return findings, score
 
 
 class InputChecks:
@@ -34,13 +48,9 @@ class InputChecks:
         if not self.enabled:
             return result
         from ..models.spcxr.imaging import load_image
-        from .gate import gate_file
 
-        findings = gate_file(path, load_image(str(path), max_pixels=self.max_pixels))
-        score = None
-        if self.statistics is not None and features is not None and features.size:
-            score = float(self.statistics.score(features[None])[0])
-            findings += self.statistics.findings(score)
+        findings, score = image_findings(path, load_image(str(path), max_pixels=self.max_pixels), self.statistics,
+                                         features)
         result["findings"], result["ood_score"] = findings, None if score is None else round(score, 3)
         if self.notice:
             result["ood_note"] = self.notice

@@ -34,6 +34,7 @@ from ..plugins.tasks import MULTI_LABEL, SEGMENTATION, SINGLE_LABEL, Task
 
 PROGRESS_FILE = "progress.json"  # the step and the losses so far, beside accelerate's state in each checkpoint
 KEEP_CHECKPOINTS = 2
+CARD_EXPLANATIONS = 4  # the most confident test errors drawn with their saliency maps for the card (4 backward passes)
 # FinetuneOptions fields that change how a run is watched or stored, not what it trains: they may differ on resume.
 RUN_CONTROL_OPTIONS = frozenset({"output_dir", "resume", "overwrite", "checkpoint_every", "progress", "strict",
                                  "eval_split", "eval_data", "calibrate", "target_sensitivity", "target_specificity",
@@ -230,10 +231,11 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
         with atomic_directory(output_dir, overwrite=options.overwrite) as staging:
             model.save_pretrained(staging)
             processor.save_pretrained(staging)
-            write_ood_statistics(model, processor, task, train_records, staging, strict=options.strict,
-                                 progress=options.progress)  # the input gate's OOD score (inference/ood.py)
+            statistics = write_ood_statistics(model, processor, task, train_records, staging, strict=options.strict,
+                                              progress=options.progress)  # the input gate's OOD score (inference/ood.py)
             report = evaluate_model(model, processor, task, eval_records, staging, split=options.eval_split,
-                                    source=eval_source, strict=options.strict, progress=options.progress, notes=notes)
+                                    source=eval_source, strict=options.strict, progress=options.progress, notes=notes,
+                                    ood_statistics=statistics, explain=CARD_EXPLANATIONS)
             recorded = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
             log = {"options": {**recorded, "init": init},  # the backbone's default when none was given
                    "task": task.name, "train_images": len(train_records), "skipped_train_images": dataset.skipped,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .model_factories import SCRATCH, available_model_factories, get_model_factory
 from ..errors import InputNotFoundError, SpcxrError, UsageError
+from ..inference import ood
 from .recipe import Recipe
 from ..hub.saving import atomic_directory
 from ..plugins.tasks import Task
@@ -235,7 +236,8 @@ def reproduce(options: ReproduceOptions, task: Task) -> dict:
                 if drift_records is not None:
                     model, processor = load_model_directory(run_dir)
                     drift = evaluate_model(model, processor, task, drift_records, run_dir / "eval-drift", split="test",
-                                           source=options.eval_data, strict=options.strict, progress=options.progress)
+                                           source=options.eval_data, strict=options.strict, progress=options.progress,
+                                           ood_statistics=ood.load(run_dir))
                     run["drift"] = evaluation_summary(drift)
                 runs.append(run)
 
