@@ -172,3 +172,19 @@ def test_without_a_validation_split_the_report_says_what_was_skipped(tmp_path):
     assert report["calibration"]["ece_after"] is None and "operating_points" not in report
     assert report["calibration"]["uncalibrated"]["ece"] is not None  # measured even where not fitted
     assert np.isfinite(report["calibration"]["uncalibrated"]["nll"])
+
+
+def test_a_data_folder_without_val_is_skipped_with_a_note_or_refused_under_calibrate(tmp_path):
+    """The task has a validation split but the folder does not (a download with train/test only)."""
+    import shutil
+
+    data = get_task("pneumonia").write_synthetic(tmp_path / "kermany", 4, 0)
+    shutil.rmtree(data / "val")
+    spcxr("finetune", "pneumonia", "--data", data, "--output-dir", tmp_path / "m", "--max-steps", 1, *TINY)
+    note = metrics(tmp_path / "m")["notes"][0]
+    assert note.startswith("the data has no validation split (") and "val: missing" in note
+    assert note.endswith("temperature scaling, operating points and prediction sets skipped")
+    result = spcxr("finetune", "pneumonia", "--data", data, "--output-dir", tmp_path / "c", "--calibrate", *TINY,
+                   expect=2)
+    assert result.output.startswith("error: --calibrate: the data has no validation split") and \
+        len(result.output.strip().splitlines()) == 1 and not (tmp_path / "c").exists()

@@ -39,16 +39,25 @@ def check_targets(options: ValidationFitOptions) -> None:
             raise UsageError(f"{name} must be between 0 and 1 (exclusive), got {value}")
 
 
-def validation_split_note(task, options: ValidationFitOptions) -> str | None:
-    """None when the task has the validation split; else the one line saying what is missing and what is skipped
-    (a UsageError when `--calibrate` was asked for explicitly: better before training than after)."""
+def validation_records(task, data, options: ValidationFitOptions):
+    """(the validation split's records, None), or (None, the one line saying what is missing and what is skipped)
+    when the task or the data has no validation split — a UsageError instead when `--calibrate` was asked for
+    explicitly: better before training than after. Segmentation has nothing to fit: (None, None)."""
+    from ..data.records import LayoutError, load_records
+
     check_targets(options)
-    if task.kind == SEGMENTATION or options.split in task.splits:
-        return None
-    line = (f"task {task.name!r} has no validation split {options.split!r} (its splits: {', '.join(task.splits)})")
+    if task.kind == SEGMENTATION:
+        return None, None
+    if options.split not in task.splits:
+        line = f"task {task.name!r} has no validation split {options.split!r} (its splits: {', '.join(task.splits)})"
+    else:
+        try:
+            return load_records(task, data, options.split), None
+        except LayoutError as error:  # a folder laid out without val/ (common for downloads with train/test only)
+            line = f"the data has no validation split ({error})"
     if options.calibrate:
         raise UsageError(f"--calibrate: {line}; run with --no-calibrate to fine-tune without calibration")
-    return f"{line}: temperature scaling, operating points and prediction sets skipped"
+    return None, f"{line}: temperature scaling, operating points and prediction sets skipped"
 
 
 def supports_temperature(model) -> bool:

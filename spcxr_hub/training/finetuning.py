@@ -132,7 +132,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     from ..hub.cards import write_card
     from ..data.records import is_synthetic
     from ..evaluation.evaluate import evaluate_model
-    from ..evaluation.validation_fit import ValidationFitOptions, fit_on_validation, validation_split_note
+    from ..evaluation.validation_fit import ValidationFitOptions, fit_on_validation, validation_records
     from ..inference.features import write_ood_statistics
 
     defaults = task.defaults
@@ -158,9 +158,9 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
         train_records = sample_shots(task, train_records, options.shots, options.seed)
     fit_options = ValidationFitOptions(calibrate=options.calibrate, target_sensitivity=options.target_sensitivity,
                                        target_specificity=options.target_specificity, coverage=options.coverage)
-    skipped_fit = validation_split_note(task, fit_options)  # raises before training if --calibrate cannot be done
+    # Raises before training when --calibrate cannot be done.
+    fit_records, skipped_fit = validation_records(task, options.data, fit_options)
     notes = [skipped_fit] if skipped_fit else []
-    fit_records = None if skipped_fit or task.kind == SEGMENTATION else load_records(task, options.data, fit_options.split)
 
     model = backbone(task, init, config=options.config, image_size=options.image_size,
                      drop_path_rate=pick(options.drop_path_rate, defaults.drop_path_rate))
