@@ -158,7 +158,8 @@ def test_calibration_section_is_metrics_json_before_and_after_temperature_scalin
 
 def test_headline_intervals_are_metrics_json_and_the_model_index_keeps_the_headline_metrics(run):
     card, report = ModelCard((run / "README.md").read_text()), metrics(run)
-    rows = {row["metric"]: row["value (95% interval)"] for row in table(part(card.text, "Uncertainty of the headline metrics"))}
+    section = part(card.text, "Uncertainty of the headline metrics")
+    rows = {row["metric"]: row["value (95% interval)"] for row in table(section)}
     assert set(rows) == set(report["confidence_intervals"]["metrics"])
     for name, entry in report["confidence_intervals"]["metrics"].items():
         assert same(rows[name], entry), name

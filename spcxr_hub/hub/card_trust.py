@@ -7,7 +7,8 @@ A part `metrics.json` lacks renders as "not evaluated", with the reason from its
 intervals read "0.912 (0.871–0.948)". A picture is linked only when its file is in the card's folder (the folder
 `spcxr export` copies every top-level PNG of, `publishing.PLOT_SUFFIX`); otherwise the card says "not drawn".
 
-Entry point: `trust_context(metrics, folder, template_dirs) -> dict` (the rendered `markdown` and flags for the main template).
+Entry point: `trust_context(metrics, folder, template_dirs) -> dict` (the rendered `markdown` and flags for the
+main template).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def number(value, digits: int = DIGITS) -> str:
 
 
 def interval(entry) -> str:
-    """{value, low, high} → "0.912 (0.871–0.948)"; the value alone when the bounds are null; "n/a" without a value."""
+    """{value, low, high} → "0.912 (0.871–0.948)"; the value alone when the bounds are null; "n/a" without one."""
     if isinstance(entry, (int, float)) and not isinstance(entry, bool):
         return number(entry)
     if not isinstance(entry, dict) or number(entry.get("value")) == NOT_AVAILABLE:
@@ -116,15 +117,20 @@ def picture(folder: Path, name, alt: str) -> dict:
 # ------------------------------------------------------------------------------------------------- the parts
 
 
+def level_of(metrics: dict) -> str:
+    """"95%" from the intervals' `level` (every interval of the report shares it), "" when unrecorded."""
+    level = (section(metrics, "confidence_intervals") or {}).get("level")
+    return f"{100 * level:g}%" if isinstance(level, (int, float)) and not isinstance(level, bool) else ""
+
+
 def interval_rows(metrics: dict) -> tuple[list, str | None]:
     intervals = section(metrics, "confidence_intervals")
     if intervals is None or not isinstance(intervals.get("metrics"), dict) or not intervals["metrics"]:
         return [], None
     rows = [(cell(name), interval(entry)) for name, entry in intervals["metrics"].items()]
-    level, resamples = intervals.get("level"), intervals.get("resamples")
-    level = f"{100 * level:g}%" if isinstance(level, (int, float)) else "confidence"
     by = f", stratified by {cell(intervals['stratified_by'])}" if intervals.get("stratified_by") else ""
-    return rows, f"{level} bootstrap intervals ({number(resamples)} resamples{by})"
+    text = f"{level_of(metrics)} bootstrap intervals ({number(intervals.get('resamples'))} resamples{by})"
+    return rows, text.strip()
 
 
 def calibration_part(metrics: dict, folder: Path, notes: list) -> dict | None:
@@ -225,7 +231,8 @@ def input_gate_part(metrics: dict, folder: Path, notes: list) -> dict | None:
     return {"images": number(images), "flagged": number(flagged), "share": share,
             "codes": [(cell(code), number(count)) for code, count in codes.items()],
             "ood_threshold": number(gate.get("ood_threshold")), "examples": examples,
-            "picture": picture(folder, gate.get("picture"), "Flagged examples"), "notes": notes_for(notes, "input_gate")}
+            "picture": picture(folder, gate.get("picture"), "Flagged examples"),
+            "notes": notes_for(notes, "input_gate")}
 
 
 def explanations_part(metrics: dict, folder: Path, notes: list) -> dict | None:
@@ -256,11 +263,11 @@ def trust_context(metrics: dict, folder: Path, template_dirs, *, synthetic: bool
         "explanations": explanations_part(metrics, folder, notes),
     }
     missing = {part: not_evaluated(notes, part) for part in PART_NOTES}
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]), trim_blocks=True,
-                                     lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+                                     trim_blocks=True, lstrip_blocks=True, autoescape=False)
     markdown = environment.get_template(TEMPLATE).render(
-        **parts, missing=missing, synthetic=synthetic, split=cell(metrics.get("split") or "test"),
-        num_images=number(metrics.get("num_images")))
+        **parts, missing=missing, synthetic=synthetic, level=level_of(metrics),
+        split=cell(metrics.get("split") or "test"), num_images=number(metrics.get("num_images")))
     calibration = parts["calibration"]
     return {"markdown": markdown.strip(),
             "calibrated": bool(calibration and calibration["temperature"]),
