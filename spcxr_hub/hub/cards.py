@@ -5,7 +5,9 @@ Everything a card states is read from the directory: `config.json` (the kind of 
 `metrics.json` (the evaluation report `spcxr finetune` / `spcxr evaluate` write; its numbers become the
 `model-index`, never typed by hand), `training_log.json` (fine-tuning: initialisation, data, recipe) or the
 pretraining summary (`trainer_state.json` in the directory or beside it, as `pretrain.py` leaves it). A directory
-without `metrics.json` gets a card that says "not evaluated" and has no `model-index`.
+without `metrics.json` gets a card that says "not evaluated" and has no `model-index`. A classifier's card also has
+the trust sections of its `metrics.json` (calibration, operating points, prediction sets, subgroups, input gate;
+`card_trust.py`), which are body text only: the `model-index` keeps the headline metrics.
 
 Synthetic data is stated in the first lines of the card, from `synthetic=` or the `synthetic_data` flag of the
 training log (pretraining also records `--data synthetic`). The widget's example images are written beside the card
@@ -29,6 +31,7 @@ import numpy as np
 from .card_facts import (METRICS, CardError, declared_repo_id, describe_source, format_value, is_hub_id,
                          local_synthetic, lookup_task, model_kind, parameter_count, read_json, scalar_metrics,
                          synthetic_flag, training_summary_for, undefined_metrics)
+from .card_trust import trust_context
 from .saving import atomic_directory, atomic_file
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "card_templates"  # package data: installed with the wheel
@@ -413,6 +416,10 @@ def build_card(model_dir: str | os.PathLike, *, repo_id: str | None = None, exam
 
     labels = config_labels(config)
     count = parameter_count(model_dir)
+    template_dir = Path(template_dir or TEMPLATE_DIR)
+    trust = (trust_context(metrics, model_dir, [template_dir, TEMPLATE_DIR],
+                           synthetic=bool(synthetic or (evaluation or {}).get("synthetic")))
+             if metrics is not None and kind == "classification" else None)
     context = dict(
         repo_id=repo_id, kind=kind, family=family, synthetic=bool(synthetic), base_synthetic=bool(base_synthetic),
         architecture=architecture_text(config, kind), architecture_class=(config.get("architectures") or ["?"])[0],
@@ -423,9 +430,9 @@ def build_card(model_dir: str | os.PathLike, *, repo_id: str | None = None, exam
         task=task, task_name=task_name, init_text=init_text, training_rows=rows,
         data_text=describe_source(str(data)) if data and data != "synthetic" else None,
         evaluation=evaluation, examples=example_rows, spcxr_bibtex=SPCXR_BIBTEX, gmml_bibtex=GMML_BIBTEX,
-        license=license, native=native,
+        license=license, native=native, trust=trust,
     )
-    template = Path(template_dir or TEMPLATE_DIR) / TEMPLATES[kind]
+    template = template_dir / TEMPLATES[kind]
     if not template.is_file():
         raise CardError(f"{template}: model card template not found")
     rendered = ModelCard.from_template(card_data, template_path=str(template), **context)
