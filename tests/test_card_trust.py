@@ -220,7 +220,8 @@ def test_subgroup_tables_are_the_subgroups_section(copy):
 
 
 def test_input_gate_and_explanations_are_their_sections_and_a_missing_picture_is_not_drawn(copy):
-    shutil.copyfile(copy / "roc_curve.png", copy / "flagged_examples.png")  # explanations.png is not there
+    shutil.copyfile(copy / "roc_curve.png", copy / "flagged_examples.png")
+    (copy / "explanations.png").unlink(missing_ok=True)  # finetune drew it: the card must then say "not drawn"
     inject(copy, input_gate=INPUT_GATE, explanations=EXPLANATIONS)
     text = body(copy)
     gate = part(text, "Input gate")
@@ -278,6 +279,7 @@ def test_a_model_without_a_validation_split_says_not_evaluated_and_no_nan(unvali
 
 def test_export_publishes_every_picture_the_card_links(copy, tmp_path):
     shutil.copyfile(copy / "roc_curve.png", copy / "flagged_examples.png")
+    (copy / "explanations.png").unlink(missing_ok=True)
     inject(copy, input_gate=INPUT_GATE, explanations=EXPLANATIONS)
     spcxr("export", copy, "--repo-dir", tmp_path / "repo", "--repo-id", "org/pneumonia-demo")
     text = (tmp_path / "repo" / "README.md").read_text()
@@ -285,3 +287,18 @@ def test_export_publishes_every_picture_the_card_links(copy, tmp_path):
     assert {"reliability_diagram.png", "flagged_examples.png"} <= set(linked)
     assert all((tmp_path / "repo" / name).is_file() for name in linked)
     assert "explanations.png" not in linked and "not drawn" in part(text, "Explanations")
+
+
+def test_the_real_run_card_shows_its_own_gate_and_explanations(run):
+    """Not injected: the input gate and explanation grid `finetune` itself wrote into metrics.json."""
+    text, report = (run / "README.md").read_text(), metrics(run)
+    gate, drawn = report["input_gate"], report.get("explanations")
+    section = part(text, "Input gate")
+    assert f"flagged {gate['flagged']} of {gate['images']} evaluated images" in section
+    assert IMAGE_LINK.findall(section) == ([gate["picture"]] if gate["picture"] else [])
+    explanations = part(text, "Explanations")
+    if drawn:
+        assert f"{drawn['errors_shown']} errors shown" in explanations
+        assert IMAGE_LINK.findall(explanations) == [drawn["picture"]] and (run / drawn["picture"]).is_file()
+    else:
+        assert "**Not evaluated**: the model made no error on this split" in explanations
