@@ -23,7 +23,6 @@ EPSILON = 1e-12
 def _binned_gap(confidence: np.ndarray, correct: np.ndarray, edges: np.ndarray) -> float:
     """Σ_bins (n_bin / N) · |mean confidence − observed frequency| for bins given by their edges."""
     bins = np.clip(np.searchsorted(edges[1:-1], confidence, side="left"), 0, len(edges) - 2)
-    counts = np.bincount(bins, minlength=len(edges) - 1)
     confidence_sum = np.bincount(bins, weights=confidence, minlength=len(edges) - 1)
     correct_sum = np.bincount(bins, weights=correct.astype(float), minlength=len(edges) - 1)
     return float(np.abs(confidence_sum - correct_sum).sum() / max(1, len(confidence)))

@@ -80,31 +80,3 @@ def findings_grid(items: list[tuple[str, list[dict]]], path: Path, columns: int 
         axis.text(0.0, -0.04, "\n".join(textwrap.fill(line, 44) for line in lines), transform=axis.transAxes,
                   fontsize=6, va="top", color="darkred" if findings else "darkgreen")
     return save(figure, path)
-
-
-def findings_grid(items: list[tuple[str, list[dict]]], path: Path, columns: int = 4) -> Path:
-    """Films with the gate's findings under each: (file, findings) pairs."""
-    rows = -(-len(items) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.9 * rows), squeeze=False)
-    for axis in axes.ravel():
-        axis.axis("off")
-    for axis, (file, findings) in zip(axes.ravel(), items):
-        axis.imshow(load_image(file), cmap="gray", vmin=0, vmax=1)
-        lines = [f"{f['code']}: " + textwrap.shorten(f["reason"], 70) for f in findings] or ["no findings"]
-        axis.set_title(Path(file).name, fontsize=8)
-        axis.text(0.0, -0.04, "\n".join(textwrap.fill(line, 44) for line in lines), transform=axis.transAxes,
-                  fontsize=6, va="top", color="darkred" if findings else "darkgreen")
-    return save(figure, path)
-
-
-def write_error_grid(model, processor, task, records, count: int, output_dir: Path, *, batch_size: int = 16,
-                     strict: bool = False, method: str = "gradcam") -> Path | None:
-    """`evaluate --explain N`: predictions over the records, then `error_grid` as `output_dir/explanations.png`."""
-    from ..inference.explain import check_explain_options
-    from ..inference.runtimes import is_exported
-    from .evaluate import predict
-
-    check_explain_options(True, task.kind == SEGMENTATION, False, output_dir, runtime=is_exported(model))
-    predictions = predict(model, processor, task, records, batch_size=batch_size, strict=strict, progress=False)
-    return error_grid(model, processor, task, records, predictions, count, Path(output_dir) / "explanations.png",
-                      method=method)
