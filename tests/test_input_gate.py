@@ -103,9 +103,9 @@ def test_an_older_model_says_ood_is_unavailable_and_one_command_adds_it(model, t
     results = predict_json("--model", older, film)
     assert all(r["ood_score"] is None and "ood_score is unavailable" in r["ood_note"] for r in results)
     table = spcxr("predict", "--model", older, film)
-    assert "ood_score is unavailable" in table.stderr and f"spcxr ood-statistics {older}" in table.stderr
+    assert "ood_score is unavailable" in table.stderr and f"spcxr ood-statistics TASK --model {older}" in table.stderr
     data = get_task("pneumonia").write_synthetic(tmp_path / "train", 30, seed)
-    spcxr("ood-statistics", older, "--task", "pneumonia", "--data", data)
+    spcxr("ood-statistics", "pneumonia", "--model", older, "--data", data)
     assert all(r["ood_score"] is not None for r in predict_json("--model", older, film))
 
 

@@ -11,8 +11,8 @@ from .app import DeviceOption, app, fail, load_task, readable_errors
 @app.command("ood-statistics")
 @readable_errors
 def ood_statistics(
-    model: Annotated[Path, typer.Argument(help="Fine-tuned classifier directory.")],
-    task: Annotated[str, typer.Option(help="Task name (reads the data in its layout).")],
+    task: Annotated[str, typer.Argument(help="Task name (reads the data in its layout).")],
+    model: Annotated[Path, typer.Option(help="Fine-tuned classifier directory.")],
     data: Annotated[str, typer.Option(help="The training data: local folder in the native layout or Hub dataset id.")],
     split: Annotated[str, typer.Option(help="The split the model was trained on.")] = "train",
     batch_size: Annotated[int, typer.Option()] = 16,

@@ -108,4 +108,4 @@ def load(directory: str | Path) -> OodStatistics | None:
 
 def missing_line(model: str) -> str:
     return (f"{model}: no {OOD_FILE} (fine-tuned before OOD statistics existed), so ood_score is unavailable; add it "
-            f"with: spcxr ood-statistics {model} --task TASK --data TRAINING_DATA")
+            f"with: spcxr ood-statistics TASK --model {model} --data TRAINING_DATA")
