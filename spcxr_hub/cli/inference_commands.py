@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DeviceOption, app, fail, load_task, readable_errors
+from .app import DeviceOption, GroupByOption, MetadataOption, app, fail, load_task, readable_errors
 
 
 @app.command()
@@ -22,8 +22,11 @@ def evaluate(
     device: DeviceOption = "auto",
     explain: Annotated[int, typer.Option("--explain", help="Also draw the N most confident errors with their "
                                                            "saliency maps (explanations.png).")] = 0,
+    group_by: GroupByOption = None,
+    metadata: MetadataOption = None,
 ):
     """Evaluate a model on a task's split: metrics JSON, confusion matrix and ROC, or mask overlays."""
+    from ..data.attributes import grouping
     from ..data.records import load_records
     from ..evaluation.evaluate import check_model_labels, evaluate_model
     from ..inference import predictions
@@ -31,6 +34,7 @@ def evaluate(
 
     target = resolve_device(device)
     chosen = load_task(task)
+    subgroups = grouping(group_by, metadata)  # bad --group-by / --metadata fail before the model is loaded
     loaded, processor, _ = predictions.load_for_inference(model)
     loaded = loaded.to(target)  # evaluate_model runs batches on the model's device
     check_model_labels(loaded, chosen, model)
@@ -45,7 +49,7 @@ def evaluate(
     records = load_records(chosen, data, split)
     output_dir = output_dir or (Path(model) / f"eval-{split}" if Path(model).is_dir() else Path(f"eval-{task}-{split}"))
     report = evaluate_model(loaded, processor, chosen, records, output_dir, split=split, source=data,
-                            batch_size=batch_size, strict=strict)
+                            batch_size=batch_size, strict=strict, grouping=subgroups)
     typer.echo(json.dumps(report["metrics"], indent=2))
     for note in report.get("notes", []):  # what was not evaluated, and why
         typer.echo(f"note: {note}", err=True)

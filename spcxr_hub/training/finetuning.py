@@ -37,7 +37,7 @@ KEEP_CHECKPOINTS = 2
 # FinetuneOptions fields that change how a run is watched or stored, not what it trains: they may differ on resume.
 RUN_CONTROL_OPTIONS = frozenset({"output_dir", "resume", "overwrite", "checkpoint_every", "progress", "strict",
                                  "eval_split", "eval_data", "calibrate", "target_sensitivity", "target_specificity",
-                                 "coverage"})
+                                 "coverage", "group_by", "metadata"})
 
 
 @dataclass(kw_only=True)
@@ -129,6 +129,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
 
     from ..evaluation import plots
     from ..hub.cards import write_card
+    from ..data.attributes import grouping
     from ..data.records import is_synthetic
     from ..evaluation.evaluate import evaluate_model
     from ..evaluation.validation_fit import ValidationFitOptions, fit_on_validation, validation_split_note
@@ -144,6 +145,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     if output_dir.exists() and any(output_dir.iterdir()) and not options.overwrite:
         raise OutputExistsError(f"{output_dir}: already exists and is not empty (choose another --output-dir or --overwrite)")
     checkpoints = Path(f"{output_dir}-checkpoints")
+    subgroups = grouping(options.group_by, options.metadata)  # a bad --group-by / --metadata fails before training
     backbone = get_model_factory(options.backbone)
     backbone.check(task, options.image_size or defaults.image_size)
     init = options.init or backbone.default_init
@@ -233,7 +235,8 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
             write_ood_statistics(model, processor, task, train_records, staging, strict=options.strict,
                                  progress=options.progress)  # the input gate's OOD score (inference/ood.py)
             report = evaluate_model(model, processor, task, eval_records, staging, split=options.eval_split,
-                                    source=eval_source, strict=options.strict, progress=options.progress, notes=notes)
+                                    source=eval_source, strict=options.strict, progress=options.progress, notes=notes,
+                                    grouping=subgroups)
             recorded = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
             log = {"options": {**recorded, "init": init},  # the backbone's default when none was given
                    "task": task.name, "train_images": len(train_records), "skipped_train_images": dataset.skipped,
