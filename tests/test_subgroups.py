@@ -215,6 +215,17 @@ def test_finetune_reports_segmentation_subgroups_and_refuses_a_bad_attribute_bef
     assert log["options"]["group_by"] == "sex,view"
 
 
+def test_reproduce_reports_subgroups_in_every_run(kermany, tmp_path):
+    out = tmp_path / "reproduced"
+    spcxr("reproduce", "pneumonia", "--data", kermany, "--models", "scratch", "--output-dir", out, "--max-steps", 1,
+          "--config", "tiny", "--image-size", 64, "--batch-size", 8, "--group-by", "sex", "--metadata",
+          kermany / "metadata.csv")
+    (run,) = json.loads((out / "results.json").read_text())["runs"]
+    report = json.loads((out / run["dir"] / "metrics.json").read_text())
+    assert_schema(report)
+    assert report["subgroups"]["sex"]["source"] == "metadata CSV metadata.csv"
+
+
 def test_largest_gap_is_the_largest_difference_of_one_metric_between_two_groups():
     def group(**values):
         return {"count": 10, "metrics": {name: {"value": value, "low": None, "high": None} for name, value in values.items()}}
