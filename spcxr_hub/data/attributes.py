@@ -204,7 +204,7 @@ def file_attributes(records, indices: Sequence[int], chosen: Grouping) -> dict[s
                 raw, source = header.get(attribute), DICOM_SOURCE
             value = normalise(attribute, raw)
             if value is None:
-                if raw not in (None, "") and len(result.unreadable) < 3:
+                if raw not in (None, "") and len(result.unreadable) < 3 and str(raw) not in result.unreadable:
                     result.unreadable.append(str(raw))
                 continue
             result.values[position] = value
