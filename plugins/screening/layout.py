@@ -30,8 +30,13 @@ HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient
           "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
 
 
-def read_entries(root: Path) -> dict[str, set[int]]:
-    """Image name → indices of its findings in `FINDINGS` (empty for "No Finding"), from the CSV."""
+# The CSV's patient columns, carried into each record for subgroup results (`spcxr evaluate --group-by sex,age,view`).
+ATTRIBUTE_COLUMNS = {"sex": "Patient Gender", "age": "Patient Age", "view": "View Position"}
+
+
+def read_entries(root: Path) -> dict[str, tuple[set[int], dict]]:
+    """Image name → (indices of its findings in `FINDINGS`, empty for "No Finding"; its patient attributes), from the
+    CSV."""
     path = require(root, ENTRIES, layout=LAYOUT)
     known = FINDINGS + (NO_FINDING,)
     entries = {}
@@ -43,7 +48,8 @@ def read_entries(root: Path) -> dict[str, set[int]]:
         for row in reader:
             where = f"{path}, line {reader.line_num}"
             found = {label_index(known, name.strip(), where) for name in row["Finding Labels"].split("|")}
-            entries[row["Image Index"].strip()] = found - {known.index(NO_FINDING)}
+            attributes = {name: (row.get(column) or "").strip() for name, column in ATTRIBUTE_COLUMNS.items()}
+            entries[row["Image Index"].strip()] = (found - {known.index(NO_FINDING)}, attributes)
     return entries
 
 
@@ -56,8 +62,8 @@ def image_files(root: Path) -> dict[str, Path]:
     return files
 
 
-def split_entries(root: Path, split: str) -> list[tuple[Path, set[int]]]:
-    """`(image file, finding indices)` of the images the split's list file names, in its order."""
+def split_entries(root: Path, split: str) -> list[tuple[Path, set[int], dict]]:
+    """`(image file, finding indices, attributes)` of the images the split's list file names, in its order."""
     listing = require(root, SPLIT_FILES[split], layout=LAYOUT)
     entries, files = read_entries(root), image_files(root)
     chosen = []
@@ -66,19 +72,23 @@ def split_entries(root: Path, split: str) -> list[tuple[Path, set[int]]]:
             raise LayoutError(f"{listing}, line {number}: {name} has no row in {Path(root) / ENTRIES}")
         if name not in files:
             raise LayoutError(f"{Path(root) / 'images*' / name}: missing (listed in {listing}, line {number})")
-        chosen.append((files[name], entries[name]))
+        chosen.append((files[name], *entries[name]))
     return chosen
 
 
+def record(path: Path, label, attributes: dict) -> dict:
+    return {"image": path, "label": label, "attributes": attributes, "attributes_source": f"NIH CSV {ENTRIES}"}
+
+
 def read_folder(root: Path, split: str) -> list[dict]:
-    """Records of `split`: label 0 normal ("No Finding"), 1 abnormal (any finding)."""
-    return [{"image": path, "label": int(bool(found))} for path, found in split_entries(root, split)]
+    """Records of `split`: label 0 normal ("No Finding"), 1 abnormal (any finding); the CSV's sex, age and view."""
+    return [record(path, int(bool(found)), attributes) for path, found, attributes in split_entries(root, split)]
 
 
 def read_folder_14(root: Path, split: str) -> list[dict]:
-    """Records of `split`: label = multi-hot list over `FINDINGS`."""
-    return [{"image": path, "label": [int(i in found) for i in range(len(FINDINGS))]}
-            for path, found in split_entries(root, split)]
+    """Records of `split`: label = multi-hot list over `FINDINGS`; the CSV's sex, age and view."""
+    return [record(path, [int(i in found) for i in range(len(FINDINGS))], attributes)
+            for path, found, attributes in split_entries(root, split)]
 
 
 def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
@@ -104,7 +114,7 @@ def write_synthetic(root: Path, images_per_class: int, seed: int) -> Path:
             rows.append(f"{name},{labels},0,{patient},{age},{sex},{view},2500,2048,0.143,0.143,")
             plan.append((f"{folder}/images/{name}", findings))
             lists[list_name].append(name)
-    write_phantoms(root, plan, seed)
+    write_phantoms(root, plan, seed, metadata=False)  # the attributes are the CSV's, as in the real set
     (root / ENTRIES).write_text("\n".join((HEADER, *rows)) + "\n")
     for list_name, names in lists.items():
         (root / list_name).write_text("\n".join(names) + "\n")

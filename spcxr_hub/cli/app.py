@@ -83,6 +83,11 @@ def load_task(name: str):
 
 # Where inference runs (spcxr_hub.inference.devices.resolve_device): predict, evaluate and embed.
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")]
+# Subgroup results in metrics.json (spcxr_hub.evaluation.subgroups): evaluate, finetune and reproduce.
+GroupByOption = Annotated[str | None, typer.Option(help="Report metrics per group of these attributes, comma-separated: "
+                                                        "sex, age, view, site (from the dataset, DICOM tags or --metadata).")]
+MetadataOption = Annotated[str | None, typer.Option(help="CSV of attributes by file: a 'file' column (names or relative "
+                                                         "paths) and sex/age/view/site columns; overrides the others.")]
 
 
 @app.command("plugins")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DeviceOption, app, fail, load_task, readable_errors
+from .app import DeviceOption, GroupByOption, MetadataOption, app, fail, load_task, readable_errors
 
 
 @app.command()
@@ -24,14 +24,15 @@ def evaluate(
                                                            "saliency maps (explanations.png).")] = 0,
     gate: Annotated[str, typer.Option(help="Input gate over the split (metrics.json's input_gate section and "
                                            "flagged_examples.png): warn or off.")] = "warn",
+    group_by: GroupByOption = None,
+    metadata: MetadataOption = None,
 ):
     """Evaluate a model on a task's split: metrics JSON, confusion matrix and ROC, or mask overlays."""
+    from ..data.attributes import grouping
     from ..data.records import load_records
     from ..evaluation.evaluate import check_model_labels, evaluate_model
-    from ..inference import predictions
+    from ..inference import ood, predictions
     from ..inference.devices import resolve_device
-
-    from ..inference import ood
     from ..inference.explain import check_explain_options
     from ..inference.runtimes import is_exported
     from ..plugins.tasks import SEGMENTATION
@@ -40,6 +41,7 @@ def evaluate(
         fail(f"--gate {gate}: expected warn or off (evaluate reports flagged images; it does not withhold them)")
     target = resolve_device(device)
     chosen = load_task(task)
+    subgroups = grouping(group_by, metadata)  # bad --group-by / --metadata fail before the model is loaded
     loaded, processor, _ = predictions.load_for_inference(model)
     loaded = loaded.to(target)  # evaluate_model runs batches on the model's device
     check_model_labels(loaded, chosen, model)
@@ -50,7 +52,7 @@ def evaluate(
     statistics = ood.load(model) if gate == "warn" and Path(model).is_dir() else None
     report = evaluate_model(loaded, processor, chosen, records, output_dir, split=split, source=data,
                             batch_size=batch_size, strict=strict, gate=gate == "warn", ood_statistics=statistics,
-                            explain=explain)
+                            explain=explain, grouping=subgroups)
     typer.echo(json.dumps(report["metrics"], indent=2))
     for note in report.get("notes", []):  # what was not evaluated, and why
         typer.echo(f"note: {note}", err=True)

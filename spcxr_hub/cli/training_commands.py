@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app, load_task, readable_errors
+from .app import GroupByOption, MetadataOption, app, load_task, readable_errors
 # `pretrain`'s options, from their one declaration (light: no torch at start-up).
 from ..training.pretraining_options import PretrainCommand, typer_options
 
@@ -36,7 +36,7 @@ CoverageOption = Annotated[float, typer.Option(help="Conformal (APS) prediction 
 RECIPE_OPTIONS = {"config": "config", "shots": "shots", "epochs": "epochs", "max_steps": "max_steps",
                   "batch_size": "batch_size", "lr": "learning_rate", "layer_decay": "layer_decay",
                   "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "drop_path": "drop_path_rate",
-                  "image_size": "image_size", "strict": "strict"}
+                  "image_size": "image_size", "strict": "strict", "group_by": "group_by", "metadata": "metadata"}
 
 
 def recipe(arguments: dict) -> dict:
@@ -78,6 +78,8 @@ def finetune(
     target_sensitivity: TargetSensitivityOption = 0.95,
     target_specificity: TargetSpecificityOption = 0.95,
     coverage: CoverageOption = 0.9,
+    group_by: GroupByOption = None,
+    metadata: MetadataOption = None,
 ):
     """Fine-tune a backbone on a task; evaluate on its test split; save model, metrics and plots."""
     from ..training.finetuning import FinetuneOptions, finetune as run
@@ -121,6 +123,8 @@ def reproduce(
     image_size: ImageSizeOption = None,
     strict: StrictOption = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --output-dir.")] = False,
+    group_by: GroupByOption = None,
+    metadata: MetadataOption = None,
 ):
     """Fine-tune each model with one recipe and seed(s); evaluate; write results.json and the paper-style table."""
     from ..training.reproduce import ReproduceOptions, parse_models, parse_seeds, reproduce as run

@@ -6,6 +6,7 @@ generator, one image per planned file. Every reading helper raises `spcxr_hub.da
 file or folder, and `UnknownLabelError` naming a class folder the task does not know.
 """
 
+import csv
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import numpy as np
 from . import synthetic
 from .records import SYNTHETIC_MARKER, LayoutError, UnknownLabelError, require
 from ..errors import UsageError
-from ..models.spcxr.imaging import IMAGE_SUFFIXES
+from ..models.spcxr.imaging import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
 SPLITS_BY_HOLDOUT = ("train", "test")
+METADATA_FILE = "metadata.csv"  # what `write_phantoms` writes: `spcxr evaluate --metadata <root>/metadata.csv`
+SITES = ("Site A", "Site B", "Site C")
 
 
 def numbered_lines(path: Path) -> list[tuple[int, str]]:
@@ -75,20 +78,46 @@ def write_phantoms(
     *,
     size: int | tuple[int, int] = 128,
     write: Callable[[Path, np.ndarray], object] = synthetic.write_png8,
+    metadata: bool = True,
 ) -> list[synthetic.Phantom]:
     """Draws one phantom radiograph per `(relative path, findings)` of `plan` and writes it under `root` with
     `write(path, image)` (default: 8-bit PNG). Returns the phantoms, in plan order, so a writer can also save their
-    masks or list their labels. The same arguments give the same files."""
+    masks or list their labels. The same arguments give the same files.
+
+    Each image also gets patient attributes (`phantom_attributes`): in `root/metadata.csv` (`file`, relative path, and
+    sex, age, view, site) unless `metadata` is False, and, for a planned `.dcm` file (always written as DICOM), as
+    its PatientSex, PatientAge, ViewPosition and InstitutionName tags."""
     Path(root).mkdir(parents=True, exist_ok=True)
     (Path(root) / SYNTHETIC_MARKER).write_text(
         "# Synthetic data\n\nEvery image here is a phantom drawn by `spcxr_hub.data.synthetic`, not a radiograph of a "
         "person. Models trained on it, and their numbers, say so.\n"
     )
-    phantoms = []
+    phantoms, rows = [], []
     for index, (relative, findings) in enumerate(plan):
         phantom = synthetic.generate(image_seed(seed, index), size, findings)
         path = Path(root) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        write(path, phantom.image)
+        attributes = phantom_attributes(seed, index)
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            tags = {"PatientSex": attributes["sex"], "PatientAge": f"{attributes['age']:03d}Y",
+                    "ViewPosition": attributes["view"], "InstitutionName": attributes["site"]}
+            synthetic.write_dicom(path, phantom.image, tags=tags)
+        else:
+            write(path, phantom.image)
         phantoms.append(phantom)
+        rows.append({"file": Path(relative).as_posix(), **attributes})
+    if metadata:
+        with open(Path(root) / METADATA_FILE, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=["file", "sex", "age", "view", "site"])
+            writer.writeheader()
+            writer.writerows(rows)
     return phantoms
+
+
+def phantom_attributes(seed: int, index: int) -> dict:
+    """Sex, age (years), view and site of the `index`-th phantom of a dataset made with `seed`: seeded by the pair
+    alone, so independent of the image's label and findings (no group is built to be harder). Half F, ages uniform
+    over 18-89, one in three AP, three sites."""
+    rng = np.random.default_rng([int(seed), int(index), 7])
+    return {"sex": "MF"[int(rng.integers(2))], "age": int(rng.integers(18, 90)),
+            "view": "AP" if rng.random() < 1 / 3 else "PA", "site": SITES[int(rng.integers(len(SITES)))]}

@@ -411,6 +411,7 @@ def write_dicom(
     rescale_slope: float = 1.0,
     rescale_intercept: float = 0.0,
     window: tuple[float, float] | None = None,
+    tags: dict | None = None,
 ) -> Path:
     """Write a float image ``(H, W)`` in [0, 1] as a single-frame DICOM file (Digital X-Ray, modality ``DX``).
 
@@ -421,7 +422,8 @@ def write_dicom(
     (``(1 - image) * (2**bits_stored - 1)``), so a reader that inverts MONOCHROME1 shows the same picture as the
     MONOCHROME2 file of the same image. ``window`` is ``(center, width)`` in modality units, written as
     ``WindowCenter``/``WindowWidth`` when given. Raises ``ValueError`` if stored values would not fit in
-    ``bits_stored`` bits. UIDs are derived from the content, so the same arguments give the same bytes.
+    ``bits_stored`` bits. UIDs are derived from the content, so the same arguments give the same bytes. ``tags``:
+    more header elements by keyword (``{"PatientSex": "F", "PatientAge": "063Y"}``), set last.
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
@@ -490,6 +492,8 @@ def write_dicom(
     if window is not None:
         ds.WindowCenter = f"{float(window[0]):.10g}"
         ds.WindowWidth = f"{float(window[1]):.10g}"
+    for keyword, value in (tags or {}).items():
+        setattr(ds, keyword, value)
     ds.PixelData = pixels.astype("<u2").tobytes()
     ds.save_as(p, enforce_file_format=True)
     return p

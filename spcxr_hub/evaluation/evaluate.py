@@ -108,12 +108,14 @@ def compute_metrics(task: Task, inputs: dict) -> dict:
 
 def evaluate_model(model, processor, task: Task, records, output_dir: Path, *, split: str, source: str,
                    batch_size: int = 16, strict: bool = False, progress: bool = True, notes: list | None = None,
-                   gate: bool = True, ood_statistics=None, explain: int = 0, explain_method: str = "gradcam") -> dict:
+                   gate: bool = True, ood_statistics=None, explain: int = 0, explain_method: str = "gradcam",
+                   grouping=None) -> dict:
     """Predictions → metrics → `output_dir/metrics.json` and plots. Returns the JSON's content. `notes`: lines on
     what an earlier step skipped (e.g. calibration without a validation split), kept in the JSON for the card.
     `gate`: run the input gate over the split (`input_gate_report.py`; `ood_statistics`, the model's
     `inference.ood.load(model_dir)`, adds the OOD check); `explain`: draw the N most confident errors with their
-    saliency maps (`explanations.png`)."""
+    saliency maps (`explanations.png`); `grouping` (`spcxr_hub.data.attributes.grouping`): adds the `subgroups`
+    section (`subgroups.py`)."""
     predictions = predict(model, processor, task, records, batch_size=batch_size, strict=strict, progress=progress)
     if not predictions["indices"]:
         raise UsageError(f"{source}: no image of split {split!r} could be decoded")
@@ -155,6 +157,13 @@ def evaluate_model(model, processor, task: Task, records, output_dir: Path, *, s
         report["notes"] += notes
     else:
         report["notes"].append("input gate: not run (--gate off)")
+    if grouping is not None:
+        from .subgroups import subgroup_section
+
+        names = list(report.get("confidence_intervals", {}).get("metrics", {}))
+        section, group_notes = subgroup_section(task, records, predictions, inputs, grouping, names)
+        report["subgroups"] = to_json(section)
+        report["notes"] += group_notes
     with atomic_file(output_dir / "metrics.json") as staging:
         staging.write_text(json.dumps(report, indent=2))
     return report

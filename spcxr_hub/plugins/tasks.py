@@ -7,6 +7,8 @@ A *record* is one labelled example as a dict: `{"image": <path or image>, "label
 - a list of 0/1 per label (multi-hot) for `MULTI_LABEL`,
 - for `SEGMENTATION`, a mask image (path or array; non-zero pixels = foreground, class 1) or a list of them whose
   union is the mask (Montgomery ships the left and right lung separately).
+A reader may add `"attributes": {"sex": …, "age": …, "view": …, "site": …}` (raw values, any subset) and
+`"attributes_source"` (where they came from, e.g. "NIH CSV Data_Entry_2017.csv") for subgroup results (`--group-by`).
 """
 
 from collections.abc import Callable, Mapping

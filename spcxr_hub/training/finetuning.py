@@ -38,7 +38,7 @@ CARD_EXPLANATIONS = 4  # the most confident test errors drawn with their salienc
 # FinetuneOptions fields that change how a run is watched or stored, not what it trains: they may differ on resume.
 RUN_CONTROL_OPTIONS = frozenset({"output_dir", "resume", "overwrite", "checkpoint_every", "progress", "strict",
                                  "eval_split", "eval_data", "calibrate", "target_sensitivity", "target_specificity",
-                                 "coverage"})
+                                 "coverage", "group_by", "metadata"})
 
 
 @dataclass(kw_only=True)
@@ -130,6 +130,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
 
     from ..evaluation import plots
     from ..hub.cards import write_card
+    from ..data.attributes import grouping
     from ..data.records import is_synthetic
     from ..evaluation.evaluate import evaluate_model
     from ..evaluation.validation_fit import ValidationFitOptions, fit_on_validation, validation_records
@@ -145,6 +146,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
     if output_dir.exists() and any(output_dir.iterdir()) and not options.overwrite:
         raise OutputExistsError(f"{output_dir}: already exists and is not empty (choose another --output-dir or --overwrite)")
     checkpoints = Path(f"{output_dir}-checkpoints")
+    subgroups = grouping(options.group_by, options.metadata)  # a bad --group-by / --metadata fails before training
     backbone = get_model_factory(options.backbone)
     backbone.check(task, options.image_size or defaults.image_size)
     init = options.init or backbone.default_init
@@ -235,7 +237,7 @@ def finetune(options: FinetuneOptions, task: Task) -> dict:
                                               progress=options.progress)  # the input gate's OOD score (inference/ood.py)
             report = evaluate_model(model, processor, task, eval_records, staging, split=options.eval_split,
                                     source=eval_source, strict=options.strict, progress=options.progress, notes=notes,
-                                    ood_statistics=statistics, explain=CARD_EXPLANATIONS)
+                                    ood_statistics=statistics, explain=CARD_EXPLANATIONS, grouping=subgroups)
             recorded = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
             log = {"options": {**recorded, "init": init},  # the backbone's default when none was given
                    "task": task.name, "train_images": len(train_records), "skipped_train_images": dataset.skipped,

@@ -22,6 +22,9 @@ class Recipe:
     image_size: int | None = None
     strict: bool = False
     progress: bool = True
+    # Subgroup results of the evaluation at the end (spcxr_hub.data.attributes.grouping); they do not change training.
+    group_by: str | None = None
+    metadata: str | None = None
 
     def recipe(self) -> dict:
         """The recipe fields alone (a subclass's own fields left out), to pass on or to record."""

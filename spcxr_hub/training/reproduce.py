@@ -198,11 +198,13 @@ def load_model_directory(directory: Path):
 
 def reproduce(options: ReproduceOptions, task: Task) -> dict:
     """Fine-tunes and evaluates every (model, seed); writes the output directory. Returns results.json's content."""
+    from ..data.attributes import grouping
     from ..data.records import is_synthetic, load_records
     from ..evaluation.evaluate import evaluate_model
     from .finetuning import FinetuneOptions, finetune
 
     specs = parse_models(options.models, options.ss_cxr)
+    subgroups = grouping(options.group_by, options.metadata)  # each run reports them; bad input fails here
     for spec in specs:  # fail before hours of training, not after
         size = None if spec.backbone == "spcxr" else options.image_size or task.defaults.image_size
         get_model_factory(spec.backbone).check(task, size)
@@ -237,7 +239,7 @@ def reproduce(options: ReproduceOptions, task: Task) -> dict:
                     model, processor = load_model_directory(run_dir)
                     drift = evaluate_model(model, processor, task, drift_records, run_dir / "eval-drift", split="test",
                                            source=options.eval_data, strict=options.strict, progress=options.progress,
-                                           ood_statistics=ood.load(run_dir))
+                                           ood_statistics=ood.load(run_dir), grouping=subgroups)
                     run["drift"] = evaluation_summary(drift)
                 runs.append(run)
 
@@ -253,7 +255,7 @@ def reproduce(options: ReproduceOptions, task: Task) -> dict:
             "shots": options.shots,
             "seeds": seeds,
             "models": [{"label": s.label, "backbone": s.backbone, "init": s.init} for s in specs],
-            "recipe": {k: v for k, v in recipe.items() if k not in ("shots", "strict", "progress")},
+            "recipe": {k: v for k, v in recipe.items() if k not in ("shots", "strict", "progress", "group_by", "metadata")},
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
             "runs": runs,
             "table": summarise(runs, "test", task, dataset, specs),
