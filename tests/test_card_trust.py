@@ -116,7 +116,8 @@ def run(tmp_path_factory):
     """A real `spcxr finetune` (tiny, 2 steps) on synthetic pneumonia phantoms, calibrated on the validation split."""
     root = tmp_path_factory.mktemp("trust")
     data = get_task("pneumonia").write_synthetic(root / "pneumonia", 6, 0)
-    spcxr("finetune", "pneumonia", "--data", data, "--output-dir", root / "model", *TINY)
+    spcxr("finetune", "pneumonia", "--data", data, "--output-dir", root / "model", *TINY,
+          "--group-by", "sex,age,view,site", "--metadata", data / "metadata.csv")  # the synthetic writer's attributes
     return root / "model"
 
 
@@ -200,7 +201,8 @@ def test_the_synthetic_notice_stands_next_to_the_trust_sections(run):
 
 
 def test_subgroup_tables_are_the_subgroups_section(copy):
-    inject(copy, subgroups=SUBGROUPS)
+    notes = [note for note in metrics(copy)["notes"] if not note.startswith("subgroups")]  # the real run's own
+    inject(copy, subgroups=SUBGROUPS, notes=notes)
     section = part(body(copy), "Subgroups")
     found = tables(section)
     assert len(found) == len(SUBGROUPS)
@@ -247,7 +249,7 @@ def test_a_deleted_reliability_diagram_is_not_drawn(copy):
 def test_absent_parts_are_not_evaluated_with_the_reason_from_the_notes(copy):
     report = inject(copy, operating_points=None, prediction_sets=None, subgroups=None, input_gate=None,
                     explanations=None)
-    inject(copy, notes=report["notes"] + [
+    inject(copy, notes=[note for note in report["notes"] if not note.startswith("subgroups")] + [
         "operating points: the model has none stored (they are chosen on a validation split)",
         "prediction sets: the model has no conformal threshold",
         "subgroups: no metadata with patient attributes was given (--metadata)"])
@@ -302,3 +304,17 @@ def test_the_real_run_card_shows_its_own_gate_and_explanations(run):
         assert IMAGE_LINK.findall(explanations) == [drawn["picture"]] and (run / drawn["picture"]).is_file()
     else:
         assert "**Not evaluated**: the model made no error on this split" in explanations
+
+
+def test_the_real_run_card_shows_its_own_subgroups(run):
+    """All five parts from one real finetune: the subgroup tables equal the run's own metrics.json."""
+    text, report = (run / "README.md").read_text(), metrics(run)
+    section, groups = part(text, "Subgroups"), report["subgroups"]
+    assert list(groups) == ["sex", "age", "view", "site"] and len(tables(section)) == len(groups)
+    for (attribute, entry), rows in zip(groups.items(), tables(section)):
+        assert [row["group"] for row in rows] == list(entry["groups"])
+        for row, group in zip(rows, entry["groups"].values()):
+            assert int(row["count"]) == group["count"]
+            assert all(same(row[name], value) for name, value in group["metrics"].items()), attribute
+    for heading in ("Calibration", "Operating points", "Prediction sets", "Subgroups", "Input gate"):
+        assert "Not evaluated**:" not in part(text, heading), heading

@@ -111,9 +111,9 @@ def attribute_notes(attribute, found, missing, count, small, undefined, chosen) 
         notes.append(f"subgroups {attribute}: unreadable values (e.g. {', '.join(map(repr, found.unreadable))}) "
                      "counted as missing")
     if small:
-        notes.append(f"subgroups {attribute}: groups under {MIN_GROUP_SIZE} images, metrics not computed (null): "
+        notes.append(f"subgroups {attribute}: groups under {MIN_GROUP_SIZE} images, metrics not computed (n/a): "
                      f"{', '.join(small)}")
     if undefined:
-        notes.append(f"subgroups {attribute}: undefined in a group (a class absent from it), left null: "
+        notes.append(f"subgroups {attribute}: undefined in a group (a class absent from it), n/a: "
                      f"{'; '.join(undefined)}")
     return notes
