@@ -80,7 +80,7 @@ def test_gradcam_points_at_the_lesion_well_above_chance(cnn, seed, record_proper
     ratio, hit_rate, chance = np.mean(masses) / np.mean(shares), np.mean(hits), np.mean(shares)
     record_property("mass_over_area_share", float(ratio))
     record_property("pointing_hit_rate", float(hit_rate))
-    assert ratio > 2.0, (ratio, chance)  # measured: 5.5 (seed 0), 3.2 (seed 1)
+    assert ratio > 2.0, (ratio, chance)  # seeds 0-9 (tests/seed_sweep.py): worst 3.19 (seed 1), mean 4.06
     assert hit_rate > 3 * chance, (hit_rate, chance)
 
 
