@@ -9,7 +9,9 @@ and the patch convolution in int8, activation ranges calibrated on a few hundred
 `quantize_static`; OpenVINO: NNCF `quantize`). The folder keeps config.json, the processor and the card, plus
 `export.json` (format, precision, the accuracy check); `spcxr predict --model FOLDER` runs it
 (`inference/runtimes.py`). Every export ends with the accuracy check of `export_check.py`, written into the card;
-a headline-metric drop above 0.5 points refuses the export unless `allow_drop`.
+a headline-metric drop above 0.5 points refuses the export unless `allow_drop`. Each export is registered under the
+SHA-256 of the source's weights (`inference/export_registry.py`), so that `spcxr predict --fast --model MODEL_DIR`
+on a CPU without native bf16 runs the int8 one.
 """
 
 from __future__ import annotations

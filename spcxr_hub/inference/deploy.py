@@ -237,9 +237,9 @@ def choose_fast_path(device: str | torch.device = "cpu", model: nn.Module | None
     """The path `optimize(model, device)` takes: an exported folder's own runtime (`inference/runtimes.py`: it is
     the deployment path already), else `choose_cpu_path()` on a CPU, bf16 on CUDA, fp32 on MPS. With `source` (the
     model directory `model` was loaded from) on a CPU without native bf16, a registered int8 runtime export of the
-    same weights (`export_registry.py`: ~2-3x torch fp32 where torch's best is dynamic int8's ~1.5x) is chosen
-    when there is one, else the torch path with a note saying how to export one. Native bf16 keeps bf16: measured
-    faster than the int8 runtimes there (benchmarks P4)."""
+    same weights (`export_registry.py`) is chosen when there is one, else the torch path with a note saying how to
+    export one. Native bf16 keeps bf16 (decided from the CPU features, not measured per machine; on the EPYC with
+    AVX512_BF16, P4 measured OpenVINO int8 2.4x timm fp32 vs bf16's 2.1x in one noisy run: see README)."""
     if getattr(model, "manifest", None) is not None and hasattr(model, "path_name"):
         return FastPath("runtime", model.path_name, f"exported folder ({model.manifest['format']}, runs on the CPU)")
     device = torch.device(device)
@@ -283,7 +283,7 @@ def export_hint(source: str | Path) -> str:
     format_ = formats[0] if formats else "onnx"
     install = "" if formats else "pip install 'spcxr-hub[runtimes]', then "
     source = str(source).rstrip("/")
-    return (f"an int8 runtime export runs ~2-3x faster on this CPU: {install}spcxr export {source} --repo-dir "
+    return (f"an int8 runtime export can run faster on this CPU (benchmarks P4): {install}spcxr export {source} --repo-dir "
             f"{source}-{format_}-int8 --format {format_} --int8 --calibration-data IMAGES (a folder of ~300 images "
             "like yours); --fast then uses it")
 
