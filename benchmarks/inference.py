@@ -7,14 +7,20 @@ under `torch.inference_mode()`:
 * timm `vit_small_patch16_224` with `in_chans=1` and `num_classes=0` (the same single-channel input; timm runs
   `F.scaled_dot_product_attention` directly);
 * transformers `ViTModel` of the same size (384 wide, 12 blocks, 6 heads, MLP 1536, 1 channel, no pooler, SDPA);
-* on CPU: `SpcxrModel` through `spcxr_hub.inference.deploy.optimize_for_cpu` (bf16 + fused oneDNN blocks where bf16 is
-  native), the same with dynamic int8 Linear layers, and timm with dynamic int8 Linear layers (the usual recipe);
+* on CPU (P4, its own interleaved group against its own timm fp32 runs): every deployment path this machine has —
+  `SpcxrModel` fp32, fused fp32 oneDNN blocks, bf16 + fused oneDNN (where bf16 is native), dynamic int8 Linear
+  layers (ours and timm, the usual recipe), and the runtime exports (`benchmarks/runtimes.py`: onnxruntime fp32 and
+  static int8, OpenVINO fp32 and NNCF int8, where installed) of a classifier with the same backbone weights (its
+  2-label head is noise next to the backbone; static int8 ranges calibrated on noise batches: speed only, P4's
+  accuracy rows in `deploy_metric.py` calibrate on phantoms);
 * on CUDA: `SpcxrModel` and timm cast to bf16 as well.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
+from pathlib import Path
 
 from .common import VIT_S_GMAC, Row, Settings, cuda_sync, interleaved, matmul_peak_gflops, median
 
@@ -53,9 +59,12 @@ def build_models(settings: Settings) -> dict:
 def measure(settings: Settings) -> list[Row]:
     import torch
 
-    from spcxr_hub.inference.deploy import choose_cpu_path, fused_blocks_available, optimize_for_cpu
+    from spcxr_hub.inference.deploy import bf16_is_native, choose_cpu_path, fused_blocks_available, optimize_for_cpu
+
+    from . import runtimes
 
     torch.set_num_threads(settings.threads)
+    scratch = tempfile.TemporaryDirectory(prefix="spcxr-bench-p4-")
     device = settings.device
     cuda = device.startswith("cuda")
     models = build_models(settings)
@@ -81,13 +90,23 @@ def measure(settings: Settings) -> list[Row]:
     else:
         # A separate interleaved group, with its own timm fp32 runs: the bf16/AMX kernels must not sit between the
         # fp32 candidates of P1.
-        cpu_path = choose_cpu_path()  # the decision `spcxr predict --fast` makes
+        cpu_path = choose_cpu_path()  # the decision `spcxr predict --fast` makes without a registered export
         deploy_mode = cpu_path.mode
         fast = optimize_for_cpu(copy.deepcopy(models["ours"]), batch_size=settings.batch_size, mode=deploy_mode)
         ours_int8 = optimize_for_cpu(copy.deepcopy(models["ours"]), mode="int8")
         timm_int8 = optimize_for_cpu(copy.deepcopy(models["timm"]), mode="int8")
-        deploy = {"ours_deploy": lambda: fast(pixel_values=x), "ours_int8": lambda: ours_int8(pixel_values=x),
-                  "timm_int8": lambda: timm_int8(x), "timm_fp32": lambda: models["timm"](x)}
+        deploy = {"timm_fp32": lambda: models["timm"](x), "ours_fp32": lambda: models["ours"](pixel_values=x),
+                  "ours_deploy": lambda: fast(pixel_values=x), "ours_int8": lambda: ours_int8(pixel_values=x),
+                  "timm_int8": lambda: timm_int8(x)}
+        if "ours_fp32_fused" in candidates:
+            deploy["ours_fp32_fused"] = candidates["ours_fp32_fused"]
+        if deploy_mode != "bf16" and bf16_is_native():  # unreachable today; kept honest if the choice changes
+            bf16 = optimize_for_cpu(copy.deepcopy(models["ours"]), batch_size=settings.batch_size, mode="bf16")
+            deploy["ours_bf16"] = lambda: bf16(pixel_values=x)
+        runtime_runs = exported_candidates(models["ours"], settings, scratch.name)
+        xn = x.numpy()
+        for label, run_graph in runtime_runs.items():
+            deploy[label] = lambda run_graph=run_graph: run_graph(xn)
 
     peak = matmul_peak_gflops(settings.threads, device, settings.quick)
     with torch.inference_mode():
@@ -122,14 +141,46 @@ def measure(settings: Settings) -> list[Row]:
                         "timm bf16", rate["timm_bf16"], "img/s", ">= 1.0"))
     else:
         label = f"{cpu_path.name}; {cpu_path.reason}"
+        unavailable = runtimes.missing()
+
+        def p4(what, key, goal="", **extra):
+            return Row("P4", f"{what} img/s ({shape})", what, rate[key], "timm fp32", rate["timm_fp32"], "img/s",
+                       goal, **extra)
+
         rows += [
             Row("P4", f"CPU deployment path img/s ({shape})", f"spcxr deploy ({label})", rate["ours_deploy"],
                 "timm vit_small_patch16_224 fp32", rate["timm_fp32"], "img/s", ">= 2.0",
                 notes=f"min cosine of last_hidden_state to fp32 on this batch: {agreement:.5f}",
-                details={"mode": deploy_mode, "reason": cpu_path.reason, "min_cosine_to_fp32": agreement}),
-            Row("P4", f"dynamic int8 Linear layers img/s ({shape})", "SpcxrModel int8", rate["ours_int8"],
-                "timm fp32", rate["timm_fp32"], "img/s", ""),
-            Row("P4", f"dynamic int8 Linear layers img/s ({shape})", "timm int8", rate["timm_int8"],
-                "timm fp32", rate["timm_fp32"], "img/s", ""),
+                details={"mode": deploy_mode, "reason": cpu_path.reason, "min_cosine_to_fp32": agreement,
+                         "runtimes_not_installed": unavailable}),
+            p4("timm fp32", "timm_fp32"),
+            p4("SpcxrModel fp32", "ours_fp32"),
         ]
+        if "ours_fp32_fused" in rate:
+            rows.append(p4("SpcxrModel fused fp32 oneDNN", "ours_fp32_fused"))
+        if "ours_bf16" in rate:
+            rows.append(p4("SpcxrModel bf16 + fused oneDNN", "ours_bf16"))
+        rows += [p4("SpcxrModel dynamic int8 Linear", "ours_int8"), p4("timm dynamic int8 Linear", "timm_int8")]
+        rows += [p4(f"{name} (classifier graph)", name) for name in runtime_runs]
+    scratch.cleanup()
     return rows
+
+
+def exported_candidates(backbone, settings: Settings, workdir: str) -> dict:
+    """The runtime graphs of a 2-label classifier on `backbone`'s weights (`benchmarks/runtimes.py`)."""
+    import numpy as np
+    import torch
+
+    from spcxr_hub import SpcxrForImageClassification
+
+    from . import runtimes
+
+    config = copy.deepcopy(backbone.config)
+    config.id2label, config.label2id = {0: "normal", 1: "pneumonia"}, {"normal": 0, "pneumonia": 1}
+    classifier = SpcxrForImageClassification(config).eval()
+    classifier.spcxr.load_state_dict(backbone.state_dict())
+    generator = np.random.default_rng(0)
+    calibration = [generator.standard_normal((8, 1, settings.image_size, settings.image_size), dtype=np.float32)
+                   for _ in range(2 if settings.quick else 4)]
+    with torch.inference_mode(False):
+        return runtimes.build(classifier, calibration, Path(workdir), settings.threads)

@@ -1,10 +1,17 @@
 """Runtime exports (`spcxr export --format onnx [--int8]`): round trip through `spcxr predict`, the accuracy check
 in the card, and bad input in one line."""
 
+import importlib.util
 import json
+import shutil
 
+import numpy as np
 import pytest
+import torch
 from conftest import spcxr
+from PIL import Image
+
+from spcxr_hub.inference import deploy
 
 import spcxr_hub.hub.runtime_export as runtime_export
 from spcxr_hub.plugins.registry import get_task
@@ -105,3 +112,83 @@ def test_an_exported_folder_keeps_the_gate_calibration_and_decisions_of_its_mode
             assert key in b and a[key] == b[key]
     result = spcxr("predict", data / "test", "--model", out, "--explain", "--output-dir", root / "x", expect=2)
     assert "exported" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+# --- OpenVINO, predict --fast choosing a registered export, segmenters ---------------------------------------------
+
+needs_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+    reason="openvino and nncf are not installed (pip install 'spcxr-hub[runtimes]')")
+
+
+@needs_openvino
+@pytest.mark.parametrize("int8", [False, True])
+def test_openvino_export_round_trips_with_its_accuracy_check(trained, int8):
+    root, data = trained
+    out = root / f"openvino-{int8}"
+    extra = ["--int8", "--calibration-data", data] if int8 else []
+    spcxr("export", root / "model", "--repo-dir", out, "--format", "openvino", *extra)
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["format"] == "openvino" and manifest["precision"] == ("int8" if int8 else "fp32")
+    assert (out / "openvino_model.xml").is_file() and (out / "openvino_model.bin").is_file()
+    check = manifest["accuracy_check"]
+    assert check["agreement"] >= 0.9 and check["drop_points"] <= 0.5
+    assert check["max_logit_difference"] < (0.1 if int8 else 1e-4)
+    predicted = json.loads(spcxr("predict", data / "test", "--model", out, "--json").stdout)
+    reference = json.loads(spcxr("predict", data / "test", "--model", root / "model", "--json").stdout)
+    same = [a["predictions"][0]["label"] == b["predictions"][0]["label"] for a, b in zip(predicted, reference)]
+    assert len(predicted) == len(reference) and sum(same) / len(same) >= 0.9
+
+
+def test_predict_fast_without_native_bf16_runs_the_registered_int8_export(trained, tmp_path, monkeypatch):
+    """export --int8 registers the folder; predict --fast --model MODEL_DIR on an AVX2-only CPU (the probes
+    `choose_cpu_path` reads, faked) runs it, with its outputs; once the folder is gone it falls back in a line."""
+    root, data = trained
+    monkeypatch.setenv("SPCXR_EXPORT_REGISTRY", str(tmp_path / "exports.json"))
+    out = tmp_path / "int8"
+    spcxr("export", root / "model", "--repo-dir", out, "--format", "onnx", "--int8", "--calibration-data", data)
+    monkeypatch.setattr(deploy, "bf16_is_native", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    fast = spcxr("predict", data / "test", "--model", root / "model", "--fast", "--json")
+    assert fast.stderr.splitlines() == [
+        "fast path: onnxruntime int8 (static, calibrated) (no native bf16 on this CPU: avx2; the registered int8 "
+        f"export of these weights, {out.resolve()})"]
+    own = json.loads(spcxr("predict", data / "test", "--model", out, "--json").stdout)
+    got = json.loads(fast.stdout)
+    assert len(got) == len(own) and got[0]["fast_path"]["export"] == str(out.resolve())
+    for a, b in zip(got, own):
+        assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
+        assert [p["score"] for p in a["predictions"]] == pytest.approx([p["score"] for p in b["predictions"]], abs=1e-6)
+        assert a["ood_score"] == pytest.approx(b["ood_score"], abs=1e-6)
+    shutil.rmtree(out)
+    fallback = spcxr("predict", data / "test", "--model", root / "model", "--fast", "--json")
+    lines = fallback.stderr.splitlines()
+    assert lines[0] == "fast path: dynamic int8 Linear (no native bf16 on this CPU: avx2)"
+    assert "is gone" in lines[1] and f"spcxr export {root / 'model'} --repo-dir" in lines[2] and len(lines) == 3
+
+
+def test_a_lung_segmenter_exports_to_onnx_and_writes_the_same_masks(tmp_path):
+    data = get_task("lungseg").write_synthetic(tmp_path / "data", 8, 0)
+    spcxr("finetune", "lungseg", "--data", data, "--output-dir", tmp_path / "model", "--max-steps", 2, *TINY)
+    out = tmp_path / "onnx"
+    spcxr("export", tmp_path / "model", "--repo-dir", out, "--format", "onnx")
+    assert json.loads((out / "export.json").read_text())["kind"] == "segmentation"
+    films = sorted((data / "CXR_png").iterdir())[:4]
+    spcxr("predict", *films, "--model", out, "--output-dir", tmp_path / "exported")
+    spcxr("predict", *films, "--model", tmp_path / "model", "--output-dir", tmp_path / "torch")
+    for film in films:
+        name = film.name.rsplit(".", 1)[0] + "_mask.png"
+        exported = np.asarray(Image.open(tmp_path / "exported" / name))
+        reference = np.asarray(Image.open(tmp_path / "torch" / name))
+        assert exported.shape == reference.shape and (exported == reference).mean() >= 0.999  # ties at edges only
+        assert 0.0 < (reference > 0).mean() < 1.0  # a real mask, not a blank one that anything would match
+
+
+def test_a_backbone_is_not_a_runtime_export_in_one_line(tmp_path):
+    from spcxr_hub import SpcxrConfig, SpcxrModel
+    from conftest import tiny_config_kwargs
+
+    SpcxrModel(SpcxrConfig(**tiny_config_kwargs())).save_pretrained(tmp_path / "backbone")
+    result = spcxr("export", tmp_path / "backbone", "--repo-dir", tmp_path / "out", "--format", "onnx", expect=2)
+    assert "cannot be exported to a runtime" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

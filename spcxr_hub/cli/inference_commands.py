@@ -78,8 +78,9 @@ def predict(
     trust_remote_code: Annotated[bool, typer.Option()] = False,
     fast: Annotated[bool, typer.Option(
         "--fast", help="Deployment path (spcxr_hub.inference.deploy): on CPUs with AVX-512-BF16/AMX, bf16 with fused oneDNN "
-                       "kernels (~5x fp32 for ViT-S; top-1 agrees with fp32, see benchmarks/); other CPUs: dynamic "
-                       "int8; CUDA: bf16. Prints the path taken and why on stderr.")] = False,
+                       "kernels (top-1 agrees with fp32, see benchmarks/); other CPUs: the int8 runtime export of the "
+                       "same weights registered by `spcxr export --format onnx|openvino --int8`, else dynamic int8 "
+                       "(with the export command to run); CUDA: bf16. Prints the path taken and why on stderr.")] = False,
     device: DeviceOption = "auto",
     workers: Annotated[int | None, typer.Option(help="Image-decoding threads (default: CPUs, at most 4).")] = None,
     gate: Annotated[str, typer.Option(help="Input gate (spcxr_hub.inference.gate, .ood): warn (report findings and "
@@ -112,8 +113,13 @@ def predict(
     if fast:
         from ..inference.deploy import choose_fast_path, optimize
 
-        fast_path = choose_fast_path(target, loaded)
-        typer.echo(fast_path.line, err=True)  # CPUs of one cloud instance type differ: say which path ran
+        fast_path = choose_fast_path(target, loaded, source=model)
+        for line in fast_path.lines:  # CPUs of one cloud instance type differ: say which path ran, and why
+            typer.echo(line, err=True)
+        if fast_path.export is not None:  # the registered int8 export of these weights runs instead
+            from ..inference.runtimes import load_runtime
+
+            loaded, processor, _ = load_runtime(fast_path.export, lean=True)
         loaded = optimize(loaded, target, batch_size=batch_size, path=fast_path)
     else:
         loaded = loaded.to(target)

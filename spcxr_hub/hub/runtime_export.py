@@ -9,7 +9,9 @@ and the patch convolution in int8, activation ranges calibrated on a few hundred
 `quantize_static`; OpenVINO: NNCF `quantize`). The folder keeps config.json, the processor and the card, plus
 `export.json` (format, precision, the accuracy check); `spcxr predict --model FOLDER` runs it
 (`inference/runtimes.py`). Every export ends with the accuracy check of `export_check.py`, written into the card;
-a headline-metric drop above 0.5 points refuses the export unless `allow_drop`.
+a headline-metric drop above 0.5 points refuses the export unless `allow_drop`. Each export is registered under the
+SHA-256 of the source's weights (`inference/export_registry.py`), so that `spcxr predict --fast --model MODEL_DIR`
+on a CPU without native bf16 runs the int8 one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..inference.export_registry import register, weights_digest
 from ..inference.ood import OOD_FILE
 from ..inference.runtimes import EXPORT_FILE, FORMAT_VERSION, GRAPH_FILES, load_runtime, require_runtime
 from .card_facts import describe_source, model_kind, read_json
@@ -225,6 +228,7 @@ def export_runtime(model_dir, repo_dir, *, format: str = "onnx", int8: bool = Fa
     if not int8 and calibration_data is not None:
         raise RuntimeExportError("--calibration-data is for --int8 exports (fp32 needs no calibration)")
     model, processor, kind = load_source(model_dir)
+    digest = weights_digest(model_dir)
     batches, calibration = calibration_arrays(calibration_data, processor, model_dir) if int8 else (None, None)
     with atomic_directory(repo_dir, overwrite=overwrite) as staging, tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch) / "fp32.onnx"
@@ -243,7 +247,7 @@ def export_runtime(model_dir, repo_dir, *, format: str = "onnx", int8: bool = Fa
                     "kind": kind, "path": path_name(format, int8), "opset": OPSET,
                     "runtime": "onnxruntime" if format == "onnx" else "openvino",
                     "runtime_version": runtime_version(format), "inputs": ["pixel_values"],
-                    "outputs": ["logits", "features"], "calibration": calibration}
+                    "outputs": ["logits", "features"], "calibration": calibration, "source_sha256": digest}
         (staging / EXPORT_FILE).write_text(json.dumps(manifest, indent=2))
         exported, _, _ = load_runtime(staging)
         check = check_accuracy(model, exported, processor, model_dir, check_data=check_data, split=check_split)
@@ -257,4 +261,10 @@ def export_runtime(model_dir, repo_dir, *, format: str = "onnx", int8: bool = Fa
             if warn is not None:
                 warn("warning: " + message)
         write_card(model_dir, staging, manifest, repo_id, example_images, synthetic)
+    if digest is not None:  # so that `spcxr predict --fast --model MODEL_DIR` finds it (inference/export_registry.py)
+        try:
+            register(digest, repo_dir, manifest)
+        except OSError as error:
+            if warn is not None:
+                warn(f"warning: {repo_dir} written, but not registered for predict --fast ({error})")
     return repo_dir, check

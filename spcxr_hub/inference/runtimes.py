@@ -103,12 +103,14 @@ def onnx_session(path: Path, threads: int | None = None):
     return run
 
 
-def openvino_session(path: Path, threads: int | None = None):
+def openvino_session(path: Path, threads: int | None = None, precision: str = "fp32"):
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
-                                                     "PERFORMANCE_HINT": "LATENCY"})
+    settings = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+    if precision == "fp32":  # OpenVINO would run float ops in bf16 on CPUs with native bf16: not what "fp32" says
+        settings["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = core.compile_model(str(path), "CPU", settings)
     names = [output.get_any_name() for output in compiled.outputs]
 
     def run(pixels: np.ndarray) -> dict:
@@ -151,9 +153,12 @@ def load_runtime(folder: str | Path, *, lean: bool = False, threads: int | None 
     folder = Path(folder)
     manifest = read_manifest(folder)
     require_runtime(manifest["format"])
-    session = onnx_session if manifest["format"] == "onnx" else openvino_session
-    model = RuntimeModel(session(folder / GRAPH_FILES[manifest["format"]], threads), model_config(folder),
-                         manifest, folder)
+    graph = folder / GRAPH_FILES[manifest["format"]]
+    if manifest["format"] == "onnx":
+        run = onnx_session(graph, threads)
+    else:
+        run = openvino_session(graph, threads, manifest.get("precision", "fp32"))
+    model = RuntimeModel(run, model_config(folder), manifest, folder)
     if lean:
         from .deploy import LeanProcessor
 
