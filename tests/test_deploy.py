@@ -180,7 +180,7 @@ def test_predict_fast_says_on_stderr_which_path_ran_and_records_it_in_json(train
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     chosen = deploy.choose_cpu_path()
     assert result.stderr.splitlines() == [chosen.line]
-    assert json.loads(result.stdout)[0]["fast_path"] == dataclasses.asdict(chosen)
+    assert json.loads(result.stdout)[0]["fast_path"] == json.loads(json.dumps(dataclasses.asdict(chosen)))  # notes: a list in JSON
 
 
 def test_predict_without_fast_prints_no_path_line(trained, films):
