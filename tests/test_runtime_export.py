@@ -75,6 +75,13 @@ def test_a_metric_drop_refuses_the_export_unless_allowed(trained, tmp_path, monk
     assert (tmp_path / "out" / "model.onnx").is_file()
 
 
+def test_a_drop_of_exactly_the_limit_is_not_above_it():
+    from spcxr_hub.hub.export_check import MAX_METRIC_DROP, AccuracyCheck
+
+    check = AccuracyCheck(60, "held-out images", 1.0, 1e-3, "auroc", {"auroc": 0.735}, {"auroc": 0.730})
+    assert 100 * (0.735 - 0.730) > MAX_METRIC_DROP and not check.drop_points > MAX_METRIC_DROP
+
+
 def test_a_folder_from_a_newer_export_format_is_refused_in_one_line(trained):
     root, data = trained
     out = root / "onnx-False"
