@@ -110,8 +110,10 @@ def matmul_peak_gflops(threads: int, device: str = "cpu", quick: bool = False) -
 def machine(threads: int, device: str) -> dict:
     import torch
 
+    from spcxr_hub.inference.path_timing import cpu_model
+
     info = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "threads": threads,
         "cpu_flags": _cpu_flags(),
@@ -140,16 +142,6 @@ def machine(threads: int, device: str) -> dict:
     info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     info["cpu_fast_path"] = asdict(choose_cpu_path())  # what `spcxr predict --fast` runs on this CPU, and why
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _cpu_flags() -> list[str]:

@@ -1,6 +1,7 @@
-"""How `spcxr predict --fast` chooses its path (`deploy.choose_fast_path` with `source`, `export_registry.py`): bf16
-where bf16 is native, else a registered int8 runtime export of the same weights, else torch's dynamic int8 with the
-export command to run. CPU probes and registered exports are faked, so every branch runs on any machine."""
+"""How `spcxr predict --fast` chooses its path (`deploy.choose_fast_path` with `source`, `export_registry.py`,
+`path_timing.py`): the torch path (bf16 where bf16 is native, else dynamic int8, with the export command to run),
+or a registered int8 runtime export of the same weights when it measured faster here (timed once, cached). CPU
+probes, registered exports and their speeds are faked, so every branch runs on any machine."""
 
 import json
 import shutil
@@ -51,7 +52,7 @@ def runtimes_installed(monkeypatch):
     monkeypatch.setattr(runtimes, "require_runtime", lambda format_: None)
 
 
-def test_native_bf16_keeps_bf16_even_with_a_registered_int8_export(tmp_path, monkeypatch, runtimes_installed):
+def test_native_bf16_without_a_loaded_model_to_time_keeps_bf16(tmp_path, monkeypatch, runtimes_installed):
     cpu(monkeypatch, bf16=True)
     source = model_dir(tmp_path / "model")
     fake_export(tmp_path / "export", source)
@@ -154,3 +155,60 @@ def test_the_digest_is_cached_by_size_and_mtime(tmp_path, registry):
     assert json.loads(registry.read_text())["digests"][str((source / "model.safetensors").resolve())]["sha256"] == digest
     (source / "model.safetensors").write_bytes(b"changed")
     assert export_registry.weights_digest(source) != digest
+
+
+class FakeModel(torch.nn.Module):
+    """What the measurement reads of a loaded model: its config's input shape."""
+
+    config = type("Config", (), {"num_channels": 1, "image_size": 16})()
+
+
+def timed_paths(monkeypatch, *, torch_s: float, export_s: float) -> dict:
+    """The torch path and the export replaced by calls that take the given seconds; counts how often each was built."""
+    import time
+
+    built = {"torch": 0, "export": 0}
+
+    def runner(name, seconds):
+        built[name] += 1
+        return lambda **_: time.sleep(seconds)
+
+    monkeypatch.setattr(deploy, "optimize_for_cpu", lambda model, **_: runner("torch", torch_s))
+    monkeypatch.setattr(runtimes, "load_runtime", lambda folder, **_: (runner("export", export_s), None, False))
+    return built
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_the_faster_of_the_torch_path_and_the_registered_export_runs_measured_once(
+        tmp_path, monkeypatch, runtimes_installed, registry, bf16):
+    cpu(monkeypatch, bf16=bf16)
+    source = model_dir(tmp_path / "model")
+    export = fake_export(tmp_path / "export", source, format_="openvino")
+    built = timed_paths(monkeypatch, torch_s=0.03, export_s=0.001)
+    chosen = deploy.choose_fast_path("cpu", FakeModel(), source=source)
+    assert chosen.mode == "runtime" and chosen.export == str(export.resolve()) and built == {"torch": 1, "export": 1}
+    assert "is faster: openvino int8" in chosen.reason and "measured now, cached in" in chosen.reason
+    cache = json.loads((registry.parent / "fast_paths.json").read_text())
+    (entry,) = cache.values()
+    assert entry["chosen"] == "export" and entry["seconds_per_batch"]["torch"] > entry["seconds_per_batch"]["export"]
+    again = deploy.choose_fast_path("cpu", FakeModel(), source=source)  # the cache answers; nothing is built
+    assert again.export == chosen.export and "cached in" in again.reason and built == {"torch": 1, "export": 1}
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 64)  # another machine setting: measured again
+    built = timed_paths(monkeypatch, torch_s=0.001, export_s=0.03)
+    kept = deploy.choose_fast_path("cpu", FakeModel(), source=source)
+    torch_path = deploy.choose_cpu_path()
+    assert kept.mode == torch_path.mode and kept.export is None and built == {"torch": 1, "export": 1}
+    assert kept.line.startswith(f"fast path: {torch_path.name} ({torch_path.reason}; faster than the registered "
+                                f"openvino int8 ") and f"vs {torch_path.name} " in kept.line
+    assert len(json.loads((registry.parent / "fast_paths.json").read_text())) == 2
+
+
+def test_a_damaged_timing_cache_measures_again(tmp_path, monkeypatch, runtimes_installed, registry):
+    cpu(monkeypatch, bf16=True)
+    source = model_dir(tmp_path / "model")
+    fake_export(tmp_path / "export", source)
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    (registry.parent / "fast_paths.json").write_text("[not a dict")
+    built = timed_paths(monkeypatch, torch_s=0.001, export_s=0.02)
+    assert deploy.choose_fast_path("cpu", FakeModel(), source=source).mode == "bf16" and built["export"] == 1

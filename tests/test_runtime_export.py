@@ -147,31 +147,54 @@ def test_openvino_export_round_trips_with_its_accuracy_check(trained, int8):
     assert len(predicted) == len(reference) and sum(same) / len(same) >= 0.9
 
 
-def test_predict_fast_without_native_bf16_runs_the_registered_int8_export(trained, tmp_path, monkeypatch):
-    """export --int8 registers the folder; predict --fast --model MODEL_DIR on an AVX2-only CPU (the probes
-    `choose_cpu_path` reads, faked) runs it, with its outputs; once the folder is gone it falls back in a line."""
+@pytest.mark.parametrize("native_bf16", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not deploy.bf16_is_native(), reason="bf16 is not native on this CPU"))])
+def test_predict_fast_times_the_torch_path_against_the_registered_int8_export_once(trained, tmp_path, monkeypatch,
+                                                                                   native_bf16):
+    """export --int8 registers the folder; the first predict --fast --model MODEL_DIR times the torch path (bf16
+    where native, else dynamic int8: the CPU probes faked to AVX2-only) against it and caches the figures; later runs
+    read them and run the faster (each answer forced once through the cache; the export's outputs are those of
+    predicting with the export folder itself); once the folder is gone, the torch path runs with a line saying so."""
     root, data = trained
     monkeypatch.setenv("SPCXR_EXPORT_REGISTRY", str(tmp_path / "exports.json"))
     out = tmp_path / "int8"
     spcxr("export", root / "model", "--repo-dir", out, "--format", "onnx", "--int8", "--calibration-data", data)
-    monkeypatch.setattr(deploy, "bf16_is_native", lambda: False)
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    fast = spcxr("predict", data / "test", "--model", root / "model", "--fast", "--json")
-    assert fast.stderr.splitlines() == [
-        "fast path: onnxruntime int8 (static, calibrated) (no native bf16 on this CPU: avx2; the registered int8 "
-        f"export of these weights, {out.resolve()})"]
+    if not native_bf16:
+        monkeypatch.setattr(deploy, "bf16_is_native", lambda: False)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    torch_path = deploy.choose_cpu_path()
+    assert torch_path.mode == ("bf16" if native_bf16 else "int8")
+    fast = ["predict", data / "test", "--model", root / "model", "--fast", "--json"]
+    [line] = spcxr(*fast).stderr.splitlines()
+    assert "measured now, cached in" in line and f"vs {torch_path.name} " in line
+    cache = tmp_path / "fast_paths.json"
+    [(digest, entry)] = json.loads(cache.read_text()).items()
+    assert set(entry["seconds_per_batch"]) == {"torch", "export"} and entry["key"]["threads"] == torch.get_num_threads()
     own = json.loads(spcxr("predict", data / "test", "--model", out, "--json").stdout)
-    got = json.loads(fast.stdout)
-    assert len(got) == len(own) and got[0]["fast_path"]["export"] == str(out.resolve())
-    for a, b in zip(got, own):
-        assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
-        assert [p["score"] for p in a["predictions"]] == pytest.approx([p["score"] for p in b["predictions"]], abs=1e-6)
-        assert a["ood_score"] == pytest.approx(b["ood_score"], abs=1e-6)
+    for chosen in ("export", "torch"):
+        cache.write_text(json.dumps({digest: {**entry, "chosen": chosen}}))
+        run = spcxr(*fast)
+        [line] = run.stderr.splitlines()
+        assert "cached in" in line and "measured now" not in line
+        got = json.loads(run.stdout)
+        if chosen == "torch":
+            assert line.startswith(f"fast path: {torch_path.name} ({torch_path.reason}; faster than the registered "
+                                   "onnxruntime int8")
+            assert got[0]["fast_path"]["mode"] == torch_path.mode and got[0]["fast_path"]["export"] is None
+            continue
+        assert line.startswith(f"fast path: onnxruntime int8 (static, calibrated) ({torch_path.reason}; the registered "
+                               f"int8 export of these weights, {out.resolve()}, is faster: ")
+        assert len(got) == len(own) and got[0]["fast_path"]["export"] == str(out.resolve())
+        for a, b in zip(got, own):
+            assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
+            assert [p["score"] for p in a["predictions"]] == pytest.approx([p["score"] for p in b["predictions"]],
+                                                                           abs=1e-6)
+            assert a["ood_score"] == pytest.approx(b["ood_score"], abs=1e-6)
     shutil.rmtree(out)
-    fallback = spcxr("predict", data / "test", "--model", root / "model", "--fast", "--json")
-    lines = fallback.stderr.splitlines()
-    assert lines[0] == "fast path: dynamic int8 Linear (no native bf16 on this CPU: avx2)"
-    assert "is gone" in lines[1] and f"spcxr export {root / 'model'} --repo-dir" in lines[2] and len(lines) == 3
+    lines = spcxr(*fast).stderr.splitlines()
+    assert lines[0] == f"fast path: {torch_path.name} ({torch_path.reason})" and "is gone" in lines[1]
+    hint = [f"spcxr export {root / 'model'} --repo-dir" in lines[2]] if not native_bf16 else []
+    assert len(lines) == 2 + len(hint) and all(hint)
 
 
 def test_a_lung_segmenter_exports_to_onnx_and_writes_the_same_masks(tmp_path):

@@ -236,10 +236,10 @@ def choose_fast_path(device: str | torch.device = "cpu", model: nn.Module | None
                      source: str | Path | None = None) -> FastPath:
     """The path `optimize(model, device)` takes: an exported folder's own runtime (`inference/runtimes.py`: it is
     the deployment path already), else `choose_cpu_path()` on a CPU, bf16 on CUDA, fp32 on MPS. With `source` (the
-    model directory `model` was loaded from) on a CPU without native bf16, a registered int8 runtime export of the
-    same weights (`export_registry.py`) is chosen when there is one, else the torch path with a note saying how to
-    export one. Native bf16 keeps bf16 (decided from the CPU features, not measured per machine; on the EPYC with
-    AVX512_BF16, P4 measured OpenVINO int8 2.4x timm fp32 vs bf16's 2.1x in one noisy run: see README)."""
+    model directory `model` was loaded from), a registered int8 runtime export of the same weights
+    (`export_registry.py`) is looked up; if there is one, whichever of it and the torch path measures faster on
+    this machine runs (`path_timing.py`: timed once, cached; without `model` to time, the export where bf16 is not
+    native, bf16 where it is). Without an export and native bf16, a note says how to export one."""
     if getattr(model, "manifest", None) is not None and hasattr(model, "path_name"):
         return FastPath("runtime", model.path_name, f"exported folder ({model.manifest['format']}, runs on the CPU)")
     device = torch.device(device)
@@ -248,16 +248,66 @@ def choose_fast_path(device: str | torch.device = "cpu", model: nn.Module | None
     if device.type == "mps":
         return FastPath("mps", "fp32 on MPS", "the CPU rewrites do not apply to Apple GPUs")
     path = choose_cpu_path()
-    if path.mode != "int8" or source is None or not _exportable(Path(source)):
+    if source is None or not _exportable(Path(source)):
         return path
     from .export_registry import find_int8_export, weights_digest
 
-    found = find_int8_export(weights_digest(source))
-    if found.folder is not None:
-        return FastPath("runtime", found.manifest.get("path", "int8 runtime export"),
-                        f"{path.reason}; the registered int8 export of these weights, {found.folder}",
-                        export=str(found.folder), notes=found.skipped)
-    return FastPath(path.mode, path.name, path.reason, notes=found.skipped + (export_hint(source),))
+    digest = weights_digest(source)
+    found = find_int8_export(digest)
+    if found.folder is None:
+        hint = (export_hint(source),) if path.mode == "int8" else ()
+        return FastPath(path.mode, path.name, path.reason, notes=found.skipped + hint)
+    if model is not None:
+        return _faster_of(path, found, model, digest)
+    if path.mode == "bf16":
+        return FastPath(path.mode, path.name, path.reason, notes=found.skipped)
+    return FastPath("runtime", found.manifest.get("path", "int8 runtime export"),
+                    f"{path.reason}; the registered int8 export of these weights, {found.folder}",
+                    export=str(found.folder), notes=found.skipped)
+
+
+def _faster_of(torch_path: FastPath, found, model: nn.Module, digest: str) -> FastPath:
+    """The torch path (bf16 or dynamic int8) or the registered int8 export, whichever `path_timing.measured`
+    finds faster here. Neither wins everywhere: P4 measured OpenVINO int8 ahead of bf16 on an EPYC with AVX512_BF16,
+    and behind OpenVINO fp32 with oneDNN capped at AVX2."""
+    import copy
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import path_timing
+    from .runtimes import load_runtime
+
+    manifest, folder = found.manifest, found.folder
+    package = {"onnx": "onnxruntime", "openvino": "openvino"}.get(manifest["format"], manifest["format"])
+    try:
+        runtime_version = version(package)
+    except PackageNotFoundError:
+        runtime_version = "unknown"
+    export_name = manifest.get("path", "int8 runtime export")
+    key = {"cpu": path_timing.cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(),
+           "torch_path": torch_path.mode, "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "runtime": f"{package} {runtime_version}", "weights": digest, "export": str(folder),
+           "export_written": (folder / "export.json").stat().st_mtime_ns}
+    config = model.config
+    pixels = torch.randn(path_timing.BATCH, config.num_channels, config.image_size, config.image_size)
+
+    def timed_torch():
+        fast = optimize_for_cpu(copy.deepcopy(model), batch_size=path_timing.BATCH, mode=torch_path.mode)
+        return lambda: fast(pixel_values=pixels)
+
+    def timed_export():
+        exported = load_runtime(folder, lean=True)[0]
+        return lambda: exported(pixel_values=pixels)
+
+    with torch.inference_mode():
+        result = path_timing.measured(key, {"torch": timed_torch, "export": timed_export})
+    rate = {name: result["batch"] / seconds for name, seconds in result["seconds_per_batch"].items()}
+    how = f"{'cached in' if result['cached'] else 'measured now, cached in'} {path_timing.cache_path()}"
+    figures = f"{export_name} {rate['export']:.1f} vs {torch_path.name} {rate['torch']:.1f} img/s here, {how}"
+    if result["chosen"] == "export":
+        return FastPath("runtime", export_name, f"{torch_path.reason}; the registered int8 export of these weights, "
+                        f"{folder}, is faster: {figures}", export=str(folder), notes=found.skipped)
+    return FastPath(torch_path.mode, torch_path.name, f"{torch_path.reason}; faster than the registered {figures}",
+                    notes=found.skipped)
 
 
 def _exportable(source: Path) -> bool:
