@@ -86,6 +86,47 @@ def test_gate_refuse_withholds_flagged_predictions_and_fails_when_all_are_refuse
     assert "REFUSED(modality)" in failed.stdout and "all 2 image(s) were flagged" in failed.output
 
 
+GATED_PIPELINE = """
+import json, sys
+from transformers import pipeline
+from spcxr_hub.inference.gated_pipeline import GatedImageClassificationPipeline
+classify = pipeline("image-classification", model=sys.argv[1], pipeline_class=GatedImageClassificationPipeline)
+files = sys.argv[2:]
+from PIL import Image
+answers = {"files": classify(files), "batched": classify(files, batch_size=3),
+           "refuse": classify(files, gate="refuse"), "off": classify(files[0], gate="off"),
+           "pil": classify(Image.open(files[-1]))}
+print(json.dumps(answers))
+"""
+
+
+def test_the_gated_pipeline_answers_as_predict_does(model, bad_inputs, tmp_path):
+    """pipeline(..., pipeline_class=GatedImageClassificationPipeline) in a fresh process: for files (DICOM tags too),
+    batched or not, the same scores, decisions, findings and OOD score as `spcxr predict --json`."""
+    from conftest import fresh_python
+
+    root, _ = bad_inputs
+    clean = sorted((get_task("pneumonia").write_synthetic(tmp_path / "clean", 1, 3) / "test").rglob("*.jpeg"))
+    files = [root / "ct.dcm", root / "lateral.dcm", root / "inverted.png", clean[0]]
+    answers = json.loads(fresh_python(GATED_PIPELINE, model, *files))
+    expected = predict_json("--model", model, *files)
+    assert [Path(a["file"]).name for a in answers["files"]] == [f.name for f in files]
+    for mode in ("files", "batched"):
+        for got, want in zip(answers[mode], expected, strict=True):
+            assert [f["code"] for f in got["findings"]] == [f["code"] for f in want["findings"]]
+            assert got["ood_score"] == pytest.approx(want["ood_score"], abs=1e-3)
+            assert [p["label"] for p in got["predictions"]] == [p["label"] for p in want["predictions"]]
+            assert [p["score"] for p in got["predictions"]] == pytest.approx(
+                [p["score"] for p in want["predictions"]], abs=1e-4)
+            assert got.get("positive") == want.get("positive")
+            assert got.get("prediction_set") == want.get("prediction_set")
+    assert [f["code"] for f in answers["files"][0]["findings"]][:1] == ["modality"]
+    assert answers["refuse"][0]["refused"] and "predictions" not in answers["refuse"][0]
+    assert "predictions" in answers["refuse"][-1] and not answers["refuse"][-1]["findings"]
+    assert isinstance(answers["off"], list) and set(answers["off"][0]) == {"label", "score"}
+    assert "file" not in answers["pil"] and answers["pil"]["findings"] == [] and answers["pil"]["predictions"]
+
+
 def test_gate_off_reports_nothing(model, bad_inputs):
     root, _ = bad_inputs
     [result] = predict_json("--model", model, root / "inverted.png", "--gate", "off")

@@ -43,14 +43,17 @@ class InputChecks:
     def enabled(self) -> bool:
         return self.mode != "off"
 
-    def annotate(self, result: dict, path: Path, features: np.ndarray | None) -> dict:
-        """Adds `findings` and `ood_score` to one result; under `refuse`, a flagged result loses its prediction."""
+    def annotate(self, result: dict, path: Path | None, features: np.ndarray | None,
+                 image: np.ndarray | None = None) -> dict:
+        """Adds `findings` and `ood_score` to one result (of the file at `path`, or of the decoded `image`, or
+        both); under `refuse`, a flagged result loses its prediction."""
         if not self.enabled:
             return result
-        from ..models.spcxr.imaging import load_image
+        if image is None:
+            from ..models.spcxr.imaging import load_image
 
-        findings, score = image_findings(path, load_image(str(path), max_pixels=self.max_pixels), self.statistics,
-                                         features)
+            image = load_image(str(path), max_pixels=self.max_pixels)
+        findings, score = image_findings(path, image, self.statistics, features)
         result["findings"], result["ood_score"] = findings, None if score is None else round(score, 3)
         if self.notice:
             result["ood_note"] = self.notice
