@@ -39,7 +39,15 @@ def test_onnx_export_round_trips_with_its_accuracy_check_in_card_and_manifest(tr
     check = manifest["accuracy_check"]
     assert check["agreement"] >= 0.9 and check["drop_points"] <= 0.5
     assert check["max_logit_difference"] < (0.1 if int8 else 1e-4)
-    assert "Runtime export" in (out / "README.md").read_text() and "top-1 agreement" in (out / "README.md").read_text()
+    assert check["gate_agreement"] >= 0.9 and check["max_ood_difference"] < (2.0 if int8 else 1e-2)
+    from spcxr_hub.inference import ood
+
+    assert manifest["ood_statistics"] == "refitted on this graph's features of the 36 training images"
+    refitted, original = ood.load(out), ood.load(root / "model")
+    assert refitted.num_images == original.num_images == 36 and refitted.percentile == original.percentile
+    assert np.abs(refitted.mean - original.mean).max() < (0.5 if int8 else 1e-3)
+    card = (out / "README.md").read_text()
+    assert "Runtime export" in card and "top-1 agreement" in card and "the OOD flag agrees with the fp32" in card
     assert not (out / "model.safetensors").exists()
     predicted = json.loads(spcxr("predict", data / "test", "--model", out, "--json").stdout)
     reference = json.loads(spcxr("predict", data / "test", "--model", root / "model", "--json").stdout)
@@ -73,6 +81,30 @@ def test_a_metric_drop_refuses_the_export_unless_allowed(trained, tmp_path, monk
     assert "--allow-drop" in result.output and not (tmp_path / "out").exists()
     spcxr("export", root / "model", "--repo-dir", tmp_path / "out", "--format", "onnx", "--allow-drop")
     assert (tmp_path / "out" / "model.onnx").is_file()
+
+
+def test_an_export_whose_gate_flags_differently_warns_in_one_line(trained, tmp_path, monkeypatch):
+    root, _ = trained
+    from spcxr_hub.hub import export_check
+
+    monkeypatch.setattr(export_check, "gate_comparison", lambda *_: {"gate_agreement": 0.5, "max_ood_difference": 9.0})
+    result = spcxr("export", root / "model", "--repo-dir", tmp_path / "out", "--format", "onnx")
+    [warning] = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "flags differently from the fp32 model's on 50.0% of the held-out images" in warning
+    assert json.loads((tmp_path / "out" / "export.json").read_text())["accuracy_check"]["gate_agreement"] == 0.5
+
+
+def test_without_its_training_images_an_export_keeps_the_models_ood_statistics_and_says_so(trained, tmp_path):
+    root, _ = trained
+    model = tmp_path / "model"
+    shutil.copytree(root / "model", model)
+    log = json.loads((model / "training_log.json").read_text())
+    log["options"]["data"] = str(tmp_path / "moved-away")
+    (model / "training_log.json").write_text(json.dumps(log))
+    spcxr("export", model, "--repo-dir", tmp_path / "out", "--format", "onnx", "--check-data", root / "data")
+    manifest = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert manifest["ood_statistics"].startswith("copied from the model (fitted on fp32 features")
+    assert (tmp_path / "out" / "ood_statistics.safetensors").read_bytes() == (model / "ood_statistics.safetensors").read_bytes()
 
 
 def test_a_drop_of_exactly_the_limit_is_not_above_it():

@@ -124,7 +124,8 @@ def predict(
     else:
         loaded = loaded.to(target)
     where = model_device(loaded)
-    checks = InputChecks(model, gate, processor.max_pixels)
+    # A registered export that runs instead brings the OOD statistics fitted on its own features.
+    checks = InputChecks(fast_path.export if fast_path and fast_path.export else model, gate, processor.max_pixels)
     results, skipped = [], []
     with torch.inference_mode():
         for batch in predictions.decoded_batches(paths, processor, batch_size, strict, skipped, workers):

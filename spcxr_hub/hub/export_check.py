@@ -3,7 +3,10 @@ held-out images of the model's task, through the same evaluation code as `spcxr 
 
 Numbers: top-1 agreement (classification: same top class, multi-label: same decisions; segmentation: same class
 per pixel), the largest absolute logit difference, and every metric of the task before and after; the headline
-metric (AUROC, else Dice, else accuracy) decides whether the export is accepted (`MAX_METRIC_DROP`).
+metric (AUROC, else Dice, else accuracy) decides whether the export is accepted (`MAX_METRIC_DROP`). Where the model
+has OOD statistics, the input gate is compared too: how often the exported graph's OOD flag agrees with the fp32
+model's, and the largest OOD-score difference (quantisation noise moves the pooled features; the Mahalanobis distance
+magnifies it most where the training features vary least). Below `MIN_GATE_AGREEMENT` the export warns.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,6 +25,7 @@ MAX_METRIC_DROP = 0.5  # points (percent of the metric's [0, 1] range) of the he
 MAX_CHECK_IMAGES = 256  # held-out images: enough for agreement in % to mean something, quick on a CPU
 SYNTHETIC_PER_CLASS = 16  # phantoms per class when the model's own evaluation split is not on this machine
 HEADLINE_METRICS = ("auroc", "macro_auroc", "roc_auc", "dice", "accuracy")
+MIN_GATE_AGREEMENT = 0.97  # the false-flag bound of the gate's own tests (≤ 3% of clean phantoms)
 
 
 @dataclass
@@ -32,6 +37,8 @@ class AccuracyCheck:
     metric: str
     reference: dict = field(default_factory=dict)  # the fp32 PyTorch model's metrics
     exported: dict = field(default_factory=dict)
+    gate_agreement: float | None = None  # share of images whose OOD flag is the fp32 model's (None: no statistics)
+    max_ood_difference: float | None = None
 
     @property
     def drop_points(self) -> float:
@@ -43,7 +50,9 @@ class AccuracyCheck:
         return (f"accuracy check on {self.images} {self.source}: top-1 agreement {100 * self.agreement:.1f}%, "
                 f"max |logit difference| {self.max_logit_difference:.2e}, {self.metric} "
                 f"{self.reference[self.metric]:.4f} → {self.exported[self.metric]:.4f} "
-                f"({-self.drop_points:+.2f} points)")
+                f"({-self.drop_points:+.2f} points)" + (
+                    "" if self.gate_agreement is None else f", OOD flag agreement {100 * self.gate_agreement:.1f}% "
+                    f"(max |OOD score difference| {self.max_ood_difference:.2f})"))
 
     def as_dict(self) -> dict:
         return {**asdict(self), "drop_points": self.drop_points}
@@ -54,11 +63,15 @@ class _Recording(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.model, self.logits = model, []
+        self.model, self.logits, self.features = model, [], []
 
     def forward(self, pixel_values, **kwargs):
-        output = self.model(pixel_values=pixel_values)
+        from ..inference.features import capture_pooled_features
+
+        with capture_pooled_features(self.model) as features:
+            output = self.model(pixel_values=pixel_values)
         self.logits.append(output.logits.detach().float().cpu())
+        self.features.extend(features)
         return output
 
 
@@ -131,7 +144,7 @@ def check_accuracy(reference, exported, processor, model_dir: Path, *, check_dat
         records, source = held_out_records(model_dir, task, check_data, split, Path(workdir))
         if not records:
             raise RuntimeExportError(f"{check_data or model_dir}: no held-out images for the accuracy check")
-        sides = {}
+        sides, features = {}, {}
         for side, model in (("reference", reference), ("exported", exported)):
             recording = _Recording(model)
             predictions = predict(recording, processor, task, records, progress=False)
@@ -139,10 +152,25 @@ def check_accuracy(reference, exported, processor, model_dir: Path, *, check_dat
                 raise RuntimeExportError(f"{source}: none of the held-out images could be decoded")
             metrics = compute_metrics(task, metric_inputs(task, records, predictions))
             sides[side] = (torch.cat(recording.logits), scalar_metrics(metrics), len(predictions["indices"]))
+            features[side] = np.concatenate(recording.features) if recording.features else None
     (ref_logits, ref_metrics, count), (exp_logits, exp_metrics, _) = sides["reference"], sides["exported"]
     metric = next((m for m in HEADLINE_METRICS if m in ref_metrics), next(iter(ref_metrics), None))
     if metric is None:
         raise RuntimeExportError(f"task {name!r}: its metrics give no number to compare")
     return AccuracyCheck(images=count, source=source, agreement=agreement_of(task, ref_logits, exp_logits),
                          max_logit_difference=float((ref_logits - exp_logits).abs().max()), metric=metric,
-                         reference=ref_metrics, exported=exp_metrics)
+                         reference=ref_metrics, exported=exp_metrics,
+                         **gate_comparison(model_dir, getattr(exported, "folder", model_dir), features))
+
+
+def gate_comparison(model_dir: Path, export_dir: Path, features: dict) -> dict:
+    """How often the two sides' OOD flags agree, each scored with its own folder's statistics (an export may refit
+    them on its graph's features), and the largest score difference."""
+    from ..inference import ood
+
+    statistics = ood.load(model_dir), ood.load(export_dir)
+    if None in statistics or features.get("reference") is None or features.get("exported") is None:
+        return {}
+    scores = [stats.score(features[side]) for stats, side in zip(statistics, ("reference", "exported"))]
+    flags = (scores[0] > statistics[0].threshold) == (scores[1] > statistics[1].threshold)
+    return {"gate_agreement": float(flags.mean()), "max_ood_difference": float(np.abs(scores[0] - scores[1]).max())}

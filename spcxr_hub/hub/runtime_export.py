@@ -30,7 +30,7 @@ from ..inference.export_registry import register, weights_digest
 from ..inference.ood import OOD_FILE
 from ..inference.runtimes import EXPORT_FILE, FORMAT_VERSION, GRAPH_FILES, load_runtime, require_runtime
 from .card_facts import describe_source, model_kind, read_json
-from .export_check import MAX_METRIC_DROP, check_accuracy
+from .export_check import MAX_METRIC_DROP, MIN_GATE_AGREEMENT, check_accuracy, task_of
 from .publishing import LOG_FILES, PLOT_SUFFIX, PublishError, check_export_paths
 from .saving import atomic_directory
 
@@ -194,6 +194,9 @@ def card_section(manifest: dict) -> str:
     rows = "\n".join(f"| {name} | {check['reference'][name]:.4f} | {check['exported'][name]:.4f} |"
                      for name in check["reference"] if name in check["exported"])
     calibration = f", calibrated on {manifest['calibration']}" if manifest.get("calibration") else ""
+    gate = ("" if check.get("gate_agreement") is None else
+            f" Input gate: the OOD flag agrees with the fp32 model's on **{100 * check['gate_agreement']:.1f}%** of "
+            f"these images (max |OOD score difference| {check['max_ood_difference']:.2f}).")
     return (f"\n## Runtime export: {manifest['path']}\n\n"
             f"This folder holds `{GRAPH_FILES[manifest['format']]}`: format **{manifest['format']}**, precision "
             f"**{manifest['precision']}**{calibration} ({manifest['runtime']} {manifest['runtime_version']}). "
@@ -201,7 +204,7 @@ def card_section(manifest: dict) -> str:
             f"Accuracy check against the fp32 PyTorch model on {check['images']} {check['source']}: top-1 agreement "
             f"**{100 * check['agreement']:.1f}%**, max |logit difference| **{check['max_logit_difference']:.2e}**, "
             f"{check['metric']} change **{-drop:+.2f} points** (exports refuse a drop above {MAX_METRIC_DROP} "
-            "points unless told otherwise).\n\n| metric | fp32 PyTorch | this export |\n|---|---|---|\n"
+            f"points unless told otherwise).{gate}\n\n| metric | fp32 PyTorch | this export |\n|---|---|---|\n"
             f"{rows}\n")
 
 
@@ -215,6 +218,52 @@ def write_card(model_dir: Path, staging: Path, manifest: dict, repo_id, example_
     title = next((i for i, line in enumerate(lines) if line.startswith("# ")), len(lines) - 1)
     lines.insert(title + 1, card_section(manifest))
     readme.write_text("\n".join(lines), encoding="utf-8")
+
+
+def refit_ood_statistics(model_dir: Path, exported, processor, staging: Path) -> str | None:
+    """The input gate's OOD statistics for the exported graph: refitted on its own pooled features of the images
+    `spcxr finetune` fitted the model's on (its training split, the same shots), where that folder is still here, so
+    that quantisation noise in the features does not move every distance past a threshold set in fp32. Otherwise the
+    model's statistics stay as copied. Returns how the folder's statistics were made (the manifest records it)."""
+    from ..inference import ood
+    from ..inference.features import records_features
+
+    if not (model_dir / OOD_FILE).is_file():
+        return None
+    original = ood.load(model_dir)
+    records = training_records(model_dir)
+    if records:
+        from ..plugins.registry import get_task
+
+        features = records_features(exported, processor, get_task(task_of(model_dir)), records, progress=False)
+        if len(features) >= 2 * ood.FOLDS:
+            ood.fit(features, original.percentile).save(staging)
+            return f"refitted on this graph's features of the {len(features)} training images"
+    return "copied from the model (fitted on fp32 features; its training images are not on this machine)"
+
+
+def training_records(model_dir: Path):
+    """The records `spcxr finetune` trained `model_dir` on (its training log's `data`, split `train`, `--shots`),
+    or None where the log, the task or the folder is missing."""
+    from ..data.records import load_records
+    from ..errors import SpcxrError
+    from ..plugins.registry import get_task
+
+    log = model_dir / "training_log.json"
+    options = (read_json(log, "the training log").get("options") or {}) if log.is_file() else {}
+    data, name = options.get("data"), options.get("task")
+    if not data or not name or not Path(data).is_dir():
+        return None
+    try:
+        task = get_task(name)
+        records = load_records(task, data, "train")
+    except SpcxrError:
+        return None
+    if options.get("shots"):
+        from ..training.finetuning import sample_shots
+
+        records = sample_shots(task, records, options["shots"], options.get("seed", 0))
+    return records
 
 
 def export_runtime(model_dir, repo_dir, *, format: str = "onnx", int8: bool = False, calibration_data=None,
@@ -250,6 +299,8 @@ def export_runtime(model_dir, repo_dir, *, format: str = "onnx", int8: bool = Fa
                     "outputs": ["logits", "features"], "calibration": calibration, "source_sha256": digest}
         (staging / EXPORT_FILE).write_text(json.dumps(manifest, indent=2))
         exported, _, _ = load_runtime(staging)
+        manifest["ood_statistics"] = refit_ood_statistics(model_dir, exported, processor, staging)
+        (staging / EXPORT_FILE).write_text(json.dumps(manifest, indent=2))
         check = check_accuracy(model, exported, processor, model_dir, check_data=check_data, split=check_split)
         manifest["accuracy_check"] = check.as_dict()
         (staging / EXPORT_FILE).write_text(json.dumps(manifest, indent=2))
@@ -260,6 +311,10 @@ def export_runtime(model_dir, repo_dir, *, format: str = "onnx", int8: bool = Fa
                 raise RuntimeExportError(message + "; --allow-drop writes it anyway")
             if warn is not None:
                 warn("warning: " + message)
+        if warn is not None and check.gate_agreement is not None and check.gate_agreement < MIN_GATE_AGREEMENT:
+            warn(f"warning: {model_dir}: the {manifest['path']} export's input gate flags differently from the fp32 "
+                 f"model's on {100 * (1 - check.gate_agreement):.1f}% of the held-out images (OOD score moves by up "
+                 f"to {check.max_ood_difference:.2f}); its OOD findings are less reliable than the model's")
         write_card(model_dir, staging, manifest, repo_id, example_images, synthetic)
     if digest is not None:  # so that `spcxr predict --fast --model MODEL_DIR` finds it (inference/export_registry.py)
         try:
