@@ -188,3 +188,26 @@ def test_a_data_folder_without_val_is_skipped_with_a_note_or_refused_under_calib
                    expect=2)
     assert result.output.startswith("error: --calibrate: the data has no validation split") and \
         len(result.output.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_a_multilabel_model_gets_conformal_finding_sets_through_calibrate_evaluate_predict_and_card(tmp_path):
+    """screening-14 (14 findings, no validation split): finetune, then `spcxr calibrate` on another folder's train
+    split, then `evaluate` on the test split reports the sets' coverage (every present finding in the set), `predict`
+    lists each image's set, and the card's prediction-set table reads those numbers."""
+    data = get_task("screening-14").write_synthetic(tmp_path / "nih", 2, 0)
+    held = get_task("screening-14").write_synthetic(tmp_path / "nih-cal", 12, 1)
+    spcxr("finetune", "screening-14", "--data", data, "--output-dir", tmp_path / "m", "--max-steps", 1, *TINY)
+    spcxr("calibrate", "screening-14", "--model", tmp_path / "m", "--data", held, "--split", "train")
+    sets = json.loads((tmp_path / "m" / "config.json").read_text())["prediction_sets"]
+    assert sets["method"] == "multi-label" and sets["split"] == "train" and 0 <= sets["threshold"] <= 1
+    spcxr("evaluate", "screening-14", "--model", tmp_path / "m", "--data", data, "--output-dir", tmp_path / "m")
+    spcxr("card", tmp_path / "m")
+    report = metrics(tmp_path / "m")["prediction_sets"]
+    assert report["method"] == "multi-label" and report["num_calibration"] == sets["num_calibration"]
+    assert 0 <= report["empirical_coverage"] <= 1 and sum(report["set_size_counts"].values()) > 0
+    labels = set(get_task("screening-14").labels)
+    for result in json.loads(spcxr("predict", data, "--model", tmp_path / "m", "--json").stdout):
+        assert set(result["prediction_set"]) <= labels
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "Multi-label conformal prediction sets" in card and "| a set covers an image when | it holds every finding present |" in card
+    assert f"| empirical coverage | {report['empirical_coverage']:.3f} |" in card

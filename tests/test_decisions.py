@@ -132,3 +132,32 @@ def test_decisions_reads_the_stored_operating_point_and_sets():
     assert result == {"operating_point": "sensitivity", "positive": {"pneumonia": True},
                       "prediction_set": ["normal"]}
     assert decisions([0.6, 0.4], SimpleNamespace(id2label={0: "a", 1: "b"})) == {}
+
+
+def test_multilabel_sets_hold_every_present_label_within_the_finite_sample_bound():
+    """The multi-label guarantee (conformal.py): over random calibration/test splits, the share of images whose set
+    holds all their present labels is ≥ 1 − α (and, the scores being continuous where it matters, ≤ 1 − α + 1/(n+1))."""
+    rng = np.random.default_rng(7)
+    n, trials, alpha, labels = 200, 300, 0.1, 5
+    coverages, sizes = [], []
+    for _ in range(trials):
+        logits = rng.normal(-1.0, 1.5, size=(2 * n, labels))
+        truth = (rng.random((2 * n, labels)) < probabilities(logits, True)).astype(int)
+        scores = probabilities(logits * 1.5, True)  # over-confident: the guarantee still holds
+        sets = conformal.calibrate(scores[:n], truth[:n], 1 - alpha, split="val", multi_label=True)
+        report = conformal.set_report(scores[n:], truth[n:], sets)
+        coverages.append(report["empirical_coverage"])
+        sizes.append(report["mean_set_size"])
+    standard_error = np.std(coverages) / np.sqrt(trials)
+    assert 1 - alpha - 3 * standard_error <= np.mean(coverages) <= 1 - alpha + 1 / (n + 1) + 3 * standard_error
+    assert 0 < np.mean(sizes) < labels  # neither no label nor every label
+    assert report["method"] == "multi-label" and set(report["set_size_counts"]) == {str(k) for k in range(labels + 1)}
+
+
+def test_multilabel_decisions_list_the_findings_that_may_be_present_and_may_list_none():
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(id2label={0: "effusion", 1: "nodule", 2: "mass"}, problem_type="multi_label_classification",
+                             prediction_sets={"method": "multi-label", "threshold": 0.7})
+    assert decisions([0.2, 0.9, 0.35], config) == {"prediction_set": ["nodule", "mass"]}
+    assert decisions([0.1, 0.2, 0.05], config) == {"prediction_set": []}

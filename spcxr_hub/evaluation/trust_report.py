@@ -86,9 +86,9 @@ def classification_sections(task, config, references, logits, output_dir: Path) 
                      "sensitivity/specificity/PPV/NPV not evaluated")
 
     sets = getattr(config, "prediction_sets", None)
-    if multi_label:
-        notes.append("prediction sets: not applicable to a multi-label task (each label is a yes/no decision at its "
-                     "operating point)")
+    if sets and (sets.get("method") == "multi-label") != multi_label:
+        notes.append(f"prediction sets: the stored {sets.get('method')} sets do not fit this task's kind; coverage "
+                     "not evaluated (refit them with `spcxr calibrate`)")
     elif sets:
         sections["prediction_sets"] = conformal.set_report(scores, references, sets)
     else:

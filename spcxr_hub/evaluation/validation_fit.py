@@ -101,8 +101,8 @@ def fit_on_validation(model, processor, task, records, options: ValidationFitOpt
                                                target_specificity=options.target_specificity)
     model.config.operating_points = points
     notes += point_notes
-    if not multi_label:
-        model.config.prediction_sets = calibrate_sets(scores, references, options.coverage, split=options.split)
+    model.config.prediction_sets = calibrate_sets(scores, references, options.coverage, split=options.split,
+                                                  multi_label=multi_label)
     summary.update(operating_points=points, prediction_sets=getattr(model.config, "prediction_sets", None))
     return summary, notes
 

@@ -177,9 +177,11 @@ def prediction_sets_part(metrics: dict, notes: list) -> dict | None:
     counts = sets.get("set_size_counts")
     sizes = ", ".join(f"{cell(size)}: {number(count)}" for size, count in counts.items()) \
         if isinstance(counts, dict) and counts else None
-    return {"method": cell(sets.get("method") or "conformal"),
+    multi_label = sets.get("method") == "multi-label"
+    return {"method": "Multi-label" if multi_label else cell(sets.get("method") or "conformal"),
             "calibration_split": cell(sets.get("calibration_split") or "unknown"),
-            "rows": [("target coverage", number(sets.get("target_coverage"))),
+            "rows": ([("a set covers an image when", "it holds every finding present")] if multi_label else [])
+            + [("target coverage", number(sets.get("target_coverage"))),
                      ("empirical coverage", number(sets.get("empirical_coverage"))),
                      ("mean set size", number(sets.get("mean_set_size"))),
                      ("calibration images", number(sets.get("num_calibration")))]

@@ -27,6 +27,12 @@ def aps_included(probabilities: np.ndarray, threshold: float, nonempty: bool = T
     return included
 
 
+def multilabel_included(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """The multi-label conformal set (`evaluation/conformal.py`): the labels with probability ≥ 1 − `threshold`
+    (float32 tolerance as above). (N, K) → (N, K) bool; a row may be empty (no finding)."""
+    return np.atleast_2d(np.asarray(probabilities, float)) >= 1.0 - threshold - 1e-6
+
+
 def _label(config, k: int) -> str:
     id2label = config.id2label
     return id2label[k] if k in id2label else id2label[str(k)]
@@ -45,8 +51,9 @@ def decisions(scores, config) -> dict:
         result["positive"] = {label: bool(scores[labels[label]] >= thresholds[criterion])
                               for label, thresholds in points["thresholds"].items()}
     sets = getattr(config, "prediction_sets", None)
-    if sets and getattr(config, "problem_type", None) != "multi_label_classification":
-        included = aps_included(scores[None], sets["threshold"])[0]
+    if sets:
+        multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+        included = (multilabel_included if multi_label else aps_included)(scores[None], sets["threshold"])[0]
         order = np.argsort(-scores, kind="stable")
         result["prediction_set"] = [_label(config, int(k)) for k in order if included[k]]
     return result
