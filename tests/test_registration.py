@@ -42,14 +42,29 @@ def test_every_auto_class_resolves_the_family_whatever_is_imported_first(first, 
 def test_registration_leaves_transformers_tables_plain_and_the_import_system_as_it_was():
     out = fresh_python(
         "import sys\nimport spcxr_hub\n"
-        "from transformers import AutoConfig, AutoImageProcessor, AutoModel\n"
-        "from transformers.models.auto import configuration_auto, image_processing_auto, modeling_auto\n"
+        "from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoVideoProcessor\n"
+        "from transformers.models.auto import configuration_auto, image_processing_auto, modeling_auto, "
+        "video_processing_auto\n"
         "tables = [configuration_auto.CONFIG_MAPPING, modeling_auto.MODEL_MAPPING,\n"
-        "          modeling_auto.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING, image_processing_auto.IMAGE_PROCESSOR_MAPPING]\n"
+        "          modeling_auto.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING, image_processing_auto.IMAGE_PROCESSOR_MAPPING,\n"
+        "          video_processing_auto.VIDEO_PROCESSOR_MAPPING]\n"
         "print(all(type(table._extra_content) is dict for table in tables))\n"
         "print(any(type(finder).__module__ == 'spcxr_hub.models.registration' for finder in sys.meta_path))\n"
     )
     assert out.split() == ["True", "False"]
+
+
+def test_the_stock_image_pipeline_never_asks_whether_to_run_custom_code(saved):
+    """With the package imported everything is local code; transformers must not prompt (it waits 15 s for an
+    answer on a terminal) for a video processor it guessed from the image processor's auto_map."""
+    out = fresh_python(
+        "import builtins, sys\n"
+        "builtins.input = lambda *a, **k: print('PROMPTED', flush=True) or 'n'\n"
+        "import numpy as np\nimport spcxr_hub\nfrom transformers import pipeline\n"
+        f"classify = pipeline('image-classification', model={str(saved)!r}, top_k=None)\n"
+        "print(sorted(r['label'] for r in classify(np.zeros((40, 30), np.float32))))\n"
+    )
+    assert out.split("\n")[-2] == "['normal', 'pneumonia']" and "PROMPTED" not in out, out
 
 
 def test_importing_the_package_imports_no_model_machinery():

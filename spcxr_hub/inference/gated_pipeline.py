@@ -27,10 +27,6 @@ from .predictions import classification_result
 
 
 class GatedImageClassificationPipeline(ImageClassificationPipeline):
-    # transformers would also look for a video processor, reading one into the image processor's auto_map
-    # (`SpcxrVideoProcessor`, which does not exist) and asking whether to trust remote code for it.
-    _load_video_processor = False
-
     def _sanitize_parameters(self, top_k=None, function_to_apply=None, timeout=None, gate=None):
         preprocess, forward, postprocess = super()._sanitize_parameters(top_k, function_to_apply, timeout)
         if gate is not None:

@@ -55,11 +55,23 @@ def _register_image_processor():
     AutoImageProcessor.register(SpcxrConfig, slow_image_processor_class=SpcxrImageProcessor, exist_ok=True)
 
 
+def _register_no_video_processor():
+    """SS-CXR has no video processor, and says so: otherwise transformers' image pipelines, which also try
+    AutoVideoProcessor, infer a remote `SpcxrVideoProcessor` from the image processor's auto_map and ask the user
+    whether to run custom code, although everything they load is registered here."""
+    from transformers import AutoVideoProcessor
+
+    from .spcxr.configuration_spcxr import SpcxrConfig
+
+    AutoVideoProcessor.register(SpcxrConfig, video_processor_classes={}, exist_ok=True)
+
+
 # transformers' module defining an Auto class → the registration it waits for.
 REGISTRATIONS = {
     "transformers.models.auto.configuration_auto": _register_config,
     "transformers.models.auto.modeling_auto": _register_models,
     "transformers.models.auto.image_processing_auto": _register_image_processor,
+    "transformers.models.auto.video_processing_auto": _register_no_video_processor,
 }
 _pending = dict(REGISTRATIONS)
 _state = {"depth": 0, "registering": False}
