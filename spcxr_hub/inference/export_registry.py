@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hub.saving import atomic_file
+
 WEIGHTS_FILE = "model.safetensors"
 # The order `--fast` prefers registered exports in, fastest first: measured on the benchmark machine (P4 in
 # benchmarks/): OpenVINO int8 and onnxruntime int8 well ahead of torch's dynamic int8; fp32 exports are not faster
@@ -46,11 +48,8 @@ def _read() -> dict:
 
 def _write(data: dict) -> None:
     """Atomic (a reader sees the old or the new file); two exporters racing lose one entry at worst."""
-    path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    staging.write_text(json.dumps(data, indent=2))
-    os.replace(staging, path)
+    with atomic_file(registry_path()) as staging:
+        staging.write_text(json.dumps(data, indent=2))
 
 
 def weights_digest(model_dir: str | Path, *, remember: bool = True) -> str | None:

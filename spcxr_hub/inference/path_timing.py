@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from ..hub.saving import atomic_file
 
 BATCH = 8
 REPEATS = 3
@@ -51,11 +52,8 @@ def _read() -> dict:
 
 
 def _write(data: dict) -> None:
-    path = cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    staging.write_text(json.dumps(data, indent=2))
-    os.replace(staging, path)
+    with atomic_file(cache_path()) as staging:
+        staging.write_text(json.dumps(data, indent=2))
 
 
 def _digest(key: dict) -> str:
