@@ -103,7 +103,7 @@ def measure(settings: Settings) -> list[Row]:
         if deploy_mode != "bf16" and bf16_is_native():  # unreachable today; kept honest if the choice changes
             bf16 = optimize_for_cpu(copy.deepcopy(models["ours"]), batch_size=settings.batch_size, mode="bf16")
             deploy["ours_bf16"] = lambda: bf16(pixel_values=x)
-        runtime_runs = exported_candidates(models["ours"], settings, scratch.name)
+        runtime_runs, runtime_failures = exported_candidates(models["ours"], settings, scratch.name)
         xn = x.numpy()
         for label, run_graph in runtime_runs.items():
             deploy[label] = lambda run_graph=run_graph: run_graph(xn)
@@ -150,9 +150,10 @@ def measure(settings: Settings) -> list[Row]:
         rows += [
             Row("P4", f"CPU deployment path img/s ({shape})", f"spcxr deploy ({label})", rate["ours_deploy"],
                 "timm vit_small_patch16_224 fp32", rate["timm_fp32"], "img/s", ">= 2.0",
-                notes=f"min cosine of last_hidden_state to fp32 on this batch: {agreement:.5f}",
+                notes=f"min cosine of last_hidden_state to fp32 on this batch: {agreement:.5f}"
+                      + "".join(f"; {name} could not run here ({why[:120]})" for name, why in runtime_failures.items()),
                 details={"mode": deploy_mode, "reason": cpu_path.reason, "min_cosine_to_fp32": agreement,
-                         "runtimes_not_installed": unavailable}),
+                         "runtimes_not_installed": unavailable, "runtimes_failed": runtime_failures}),
             p4("timm fp32", "timm_fp32"),
             p4("SpcxrModel fp32", "ours_fp32"),
         ]
@@ -166,8 +167,9 @@ def measure(settings: Settings) -> list[Row]:
     return rows
 
 
-def exported_candidates(backbone, settings: Settings, workdir: str) -> dict:
-    """The runtime graphs of a 2-label classifier on `backbone`'s weights (`benchmarks/runtimes.py`)."""
+def exported_candidates(backbone, settings: Settings, workdir: str) -> tuple[dict, dict]:
+    """The runtime graphs of a 2-label classifier on `backbone`'s weights and the ones that failed
+    (`benchmarks/runtimes.py`)."""
     import numpy as np
     import torch
 

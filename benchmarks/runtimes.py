@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import sys
 from pathlib import Path
 
 NEEDS = {"onnx": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino", "nncf")}
@@ -19,23 +20,39 @@ def missing() -> list[str]:
     return [name for name, modules in NEEDS.items() if not all(importlib.util.find_spec(m) for m in modules)]
 
 
-def build(classifier, calibration, workdir: Path, threads: int) -> dict:
-    """{label: run(pixels np.float32 (B, C, H, W)) → {"logits", "features"}} for each installed runtime × precision.
-    `calibration`: batches (np.float32) for the static int8 ranges."""
+def build(classifier, calibration, workdir: Path, threads: int) -> tuple[dict, dict]:
+    """({label: run(pixels np.float32 (B, C, H, W)) → {"logits", "features"}}, {label: why it failed}) for each
+    installed runtime × precision. `calibration`: batches (np.float32) for the static int8 ranges. A runtime that
+    cannot compile or run the graph on this CPU loses its row, not the whole measure."""
     from spcxr_hub.hub.runtime_export import export_onnx, quantize_onnx, to_openvino
     from spcxr_hub.inference.runtimes import onnx_session, openvino_session
 
     config = classifier.config
     fp32 = workdir / "fp32.onnx"
     export_onnx(copy.deepcopy(classifier), fp32, config.image_size, config.num_channels)  # its hooks stay on the copy
-    unavailable, runs = missing(), {}
-    if "onnx" not in unavailable:
-        runs[LABELS["onnx", "fp32"]] = onnx_session(fp32, threads)
-        quantize_onnx(fp32, workdir / "int8.onnx", calibration)
-        runs[LABELS["onnx", "int8"]] = onnx_session(workdir / "int8.onnx", threads)
-    if "openvino" not in unavailable:
-        to_openvino(fp32, workdir / "fp32.xml", None)
-        runs[LABELS["openvino", "fp32"]] = openvino_session(workdir / "fp32.xml", threads, "fp32")
-        to_openvino(fp32, workdir / "int8.xml", calibration)
-        runs[LABELS["openvino", "int8"]] = openvino_session(workdir / "int8.xml", threads, "int8")
-    return runs
+    probe = calibration[0][:1]
+
+    def onnx(precision):
+        if precision == "int8":
+            quantize_onnx(fp32, workdir / "int8.onnx", calibration)
+        return onnx_session(workdir / f"{precision}.onnx", threads)
+
+    def openvino(precision):
+        to_openvino(fp32, workdir / f"{precision}.xml", calibration if precision == "int8" else None)
+        return openvino_session(workdir / f"{precision}.xml", threads, precision)
+
+    unavailable, runs, failed = missing(), {}, {}
+    for runtime, make in (("onnx", onnx), ("openvino", openvino)):
+        if runtime in unavailable:
+            continue
+        for precision in ("fp32", "int8"):
+            label = LABELS[runtime, precision]
+            try:
+                run = make(precision)
+                run(probe)
+            except Exception as error:  # noqa: BLE001 — reported in the results, with the error's first line
+                failed[label] = f"{type(error).__name__}: " + " ".join(str(error).split())[:300]
+                print(f"[benchmarks] {label} left out: {failed[label]}", file=sys.stderr)
+            else:
+                runs[label] = run
+    return runs, failed

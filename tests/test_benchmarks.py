@@ -71,3 +71,27 @@ def test_only_runs_the_named_measures(tmp_path):
 def test_an_unknown_measure_is_a_usage_error(tmp_path):
     result = benchmarks("--only", "P9", "--output-dir", tmp_path, timeout=60)
     assert result.returncode == 2 and "P9" in result.stderr
+
+
+def test_a_runtime_that_cannot_run_here_loses_its_row_not_the_measure(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    from conftest import tiny_config_kwargs
+
+    import spcxr_hub.hub.runtime_export as runtime_export
+    import spcxr_hub.inference.runtimes as runtime_sessions
+    from benchmarks import runtimes
+    from spcxr_hub import SpcxrConfig, SpcxrForImageClassification
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Supported primitive descriptors list is empty for node: Softmax")
+
+    monkeypatch.setattr(runtime_export, "to_openvino", lambda *args: None)  # whether or not OpenVINO is installed
+    monkeypatch.setattr(runtime_sessions, "openvino_session", unsupported)
+    monkeypatch.setattr(runtimes, "missing", lambda: [])
+    classifier = SpcxrForImageClassification(SpcxrConfig(**tiny_config_kwargs(id2label={0: "a", 1: "b"}))).eval()
+    size = classifier.config.image_size
+    calibration = [np.zeros((2, 1, size, size), np.float32)]
+    runs, failed = runtimes.build(classifier, calibration, tmp_path, threads=1)
+    assert set(runs) == {"onnxruntime fp32", "onnxruntime static int8"}
+    assert set(failed) == {"OpenVINO fp32", "OpenVINO int8 (NNCF)"} and all("Softmax" in why for why in failed.values())
