@@ -50,7 +50,7 @@ def build(classifier, calibration, workdir: Path, threads: int) -> tuple[dict, d
             try:
                 run = make(precision)
                 run(probe)
-            except Exception as error:  # noqa: BLE001 — reported in the results, with the error's first line
+            except Exception as error:  # noqa: BLE001 — any failure to compile or run; its message goes into the results
                 failed[label] = f"{type(error).__name__}: " + " ".join(str(error).split())[:300]
                 print(f"[benchmarks] {label} left out: {failed[label]}", file=sys.stderr)
             else:
